@@ -1,0 +1,119 @@
+//! The FAE architecture's configuration, stored in every checkpoint.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to rebuild an FAE model and use it with its encoder.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FaeConfig {
+    /// The frozen encoder this model was trained on (as the user names it, e.g. `dinov2-small`).
+    pub encoder: String,
+    pub encoder_dim: usize,
+    pub patch_size: usize,
+    /// Training image size in pixels (square).
+    pub image_size: usize,
+    /// Latent channels C (the paper: 32).
+    pub latent_channels: usize,
+    /// FAE encoder: one self-attention layer with wide heads.
+    pub enc_heads: usize,
+    pub enc_head_dim: usize,
+    /// Feature decoder: transformer with 2-D RoPE, RMSNorm, SwiGLU.
+    pub dec_width: usize,
+    pub dec_depth: usize,
+    pub dec_heads: usize,
+    pub dec_mlp_ratio: f64,
+    /// Pixel decoder: ViT from features to image patches.
+    pub pix_width: usize,
+    pub pix_depth: usize,
+    pub pix_heads: usize,
+    pub pix_mlp_ratio: f64,
+    /// Output patch size in pixels (the paper: 16, giving 256 px from a 16 x 16 grid).
+    pub pix_patch: usize,
+    /// KL weight.
+    pub beta: f64,
+    #[serde(default = "default_rope_base")]
+    pub rope_base: f64,
+}
+
+fn default_rope_base() -> f64 {
+    100.0
+}
+
+impl FaeConfig {
+    /// The paper's configuration on DINOv2-g/14 (1536 dims) at 224 px.
+    pub fn paper() -> Self {
+        Self {
+            encoder: "facebook/dinov2-giant".into(),
+            encoder_dim: 1536,
+            patch_size: 14,
+            image_size: 224,
+            latent_channels: 32,
+            enc_heads: 24,
+            enc_head_dim: 256,
+            dec_width: 1536,
+            dec_depth: 6,
+            dec_heads: 24,
+            dec_mlp_ratio: 4.0,
+            pix_width: 1024,
+            pix_depth: 24,
+            pix_heads: 16,
+            pix_mlp_ratio: 4.0,
+            pix_patch: 16,
+            beta: 1e-4,
+            rope_base: 100.0,
+        }
+    }
+
+    /// A model small enough to train on a laptop GPU, or slowly on a CPU.
+    pub fn small(encoder: &str, encoder_dim: usize, patch_size: usize, image_size: usize) -> Self {
+        Self {
+            encoder: encoder.into(),
+            encoder_dim,
+            patch_size,
+            image_size,
+            latent_channels: 32,
+            enc_heads: 6,
+            enc_head_dim: 64,
+            dec_width: 384,
+            dec_depth: 4,
+            dec_heads: 6,
+            dec_mlp_ratio: 4.0,
+            pix_width: 384,
+            pix_depth: 6,
+            pix_heads: 6,
+            pix_mlp_ratio: 4.0,
+            pix_patch: patch_size,
+            beta: 1e-4,
+            rope_base: 100.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(8..=64).contains(&self.latent_channels) {
+            bail!("latent channels must be between 8 and 64, got {}", self.latent_channels);
+        }
+        for (what, width, heads) in [
+            ("feature decoder", self.dec_width, self.dec_heads),
+            ("pixel decoder", self.pix_width, self.pix_heads),
+        ] {
+            if heads == 0 || width % heads != 0 || (width / heads) % 4 != 0 {
+                bail!(
+                    "{what}: width {width} must split into {heads} heads of a multiple of 4 dims (2-D RoPE)"
+                );
+            }
+        }
+        if self.image_size % self.patch_size != 0 {
+            bail!(
+                "image size {} is not a multiple of patch size {}",
+                self.image_size,
+                self.patch_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Token grid side at the training size.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}

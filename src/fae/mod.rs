@@ -1,0 +1,399 @@
+//! FAE, the Feature Auto-Encoder: a frozen encoder's tokens, one attention layer down to a small
+//! latent, a feature decoder back to encoder features, and a pixel decoder to an image.
+//!
+//! Checkpoints are safetensors files: inference weights under `model.`, per-channel latent
+//! statistics `latent_mean` / `latent_std`, and (training checkpoints only) raw weights under
+//! `train.`, EMA weights under `model.` and the optimizer state as the byte tensor `optimizer`.
+//! The metadata holds `format`, the JSON `config`, `step` and training state.
+
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use image::Rgb32FImage;
+
+pub use config::FaeConfig;
+pub use model::FaeModel;
+
+use crate::encoders::{VisionEncoder, source};
+use crate::fsutil::write_atomic;
+use crate::grid::Grid;
+use crate::image_io;
+use crate::metrics;
+use crate::weights::WeightFile;
+
+pub const FORMAT: &str = "fae-studio-checkpoint/1";
+/// The built-in model, under `assets/`.
+pub const DEFAULT_MODEL: &str = "fae-default.safetensors";
+
+/// Per-channel latent statistics over a training set, so generators see a unit-variance latent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatentStats {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl LatentStats {
+    pub fn identity(channels: usize) -> Self {
+        Self { mean: vec![0.0; channels], std: vec![1.0; channels] }
+    }
+
+    fn tensors(&self, device: &Device) -> (Tensor<3>, Tensor<3>) {
+        let c = self.mean.len();
+        let t = |v: &Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(v.clone(), [c]), device).reshape([1, 1, c])
+        };
+        (t(&self.mean), t(&self.std))
+    }
+
+    /// Raw latent means `[B, T, C]` to the normalised latent.
+    pub fn normalise(&self, raw: Tensor<3>) -> Tensor<3> {
+        let (m, s) = self.tensors(&raw.device());
+        (raw - m) / s
+    }
+
+    pub fn denormalise(&self, latent: Tensor<3>) -> Tensor<3> {
+        let (m, s) = self.tensors(&latent.device());
+        latent * s + m
+    }
+}
+
+/// What a training checkpoint carries beyond the inference weights.
+pub struct TrainState<'a> {
+    pub weights: &'a FaeModel,
+    pub optimizer: Vec<u8>,
+    /// Free-form JSON (schedule, RNG seed, stage, learning-rate scale).
+    pub state: serde_json::Value,
+}
+
+/// Writes a checkpoint atomically. `f16` halves the size (for shipped models).
+pub fn save(
+    path: &Path,
+    config: &FaeConfig,
+    stats: &LatentStats,
+    model: &FaeModel,
+    step: u64,
+    train: Option<TrainState>,
+    f16: bool,
+) -> Result<()> {
+    use safetensors::Dtype;
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let floats = |values: &[f32]| -> (Dtype, Vec<u8>) {
+        if f16 {
+            let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+            (Dtype::F16, bytemuck::cast_slice(&halves).to_vec())
+        } else {
+            (Dtype::F32, bytemuck::cast_slice(values).to_vec())
+        }
+    };
+    let mut ids = BTreeMap::new();
+    for p in checkpoint::collect(model) {
+        let (dtype, bytes) = floats(&p.values);
+        tensors.push((format!("model.{}", p.path), dtype, p.shape, bytes));
+    }
+    let c = stats.mean.len();
+    for (name, v) in [("latent_mean", &stats.mean), ("latent_std", &stats.std)] {
+        tensors.push((name.into(), Dtype::F32, vec![c], bytemuck::cast_slice(v).to_vec()));
+    }
+    let mut metadata = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), serde_json::to_string(config)?),
+        ("step".to_string(), step.to_string()),
+    ]);
+    if let Some(train) = train {
+        for p in checkpoint::collect(train.weights) {
+            ids.insert(p.path.clone(), p.id);
+            tensors.push((
+                format!("train.{}", p.path),
+                Dtype::F32,
+                p.shape,
+                bytemuck::cast_slice(&p.values).to_vec(),
+            ));
+        }
+        let len = train.optimizer.len();
+        tensors.push(("optimizer".into(), Dtype::U8, vec![len], train.optimizer));
+        metadata.insert("param_ids".into(), serde_json::to_string(&ids)?);
+        metadata.insert("train_state".into(), train.state.to_string());
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata))?;
+    write_atomic(path, &bytes)
+}
+
+/// A checkpoint opened for reading.
+pub struct CheckpointFile {
+    pub file: WeightFile,
+    pub config: FaeConfig,
+    pub stats: LatentStats,
+    pub step: u64,
+}
+
+impl CheckpointFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = WeightFile::open(path)?;
+        let meta = file.metadata();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            bail!(
+                "{} is not an FAE Studio checkpoint (no `format: {FORMAT}` metadata)",
+                path.display()
+            );
+        }
+        let config: FaeConfig = serde_json::from_str(meta.get("config").map_or("", |s| s.as_str()))
+            .with_context(|| format!("{}: invalid model configuration", path.display()))?;
+        config.validate()?;
+        let c = config.latent_channels;
+        let stats = LatentStats {
+            mean: file.read_f32("latent_mean", &[c])?,
+            std: file.read_f32("latent_std", &[c])?,
+        };
+        if stats.std.iter().any(|&s| s <= 0.0) {
+            bail!("{}: latent_std must be positive", path.display());
+        }
+        let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok(Self { file, config, stats, step })
+    }
+
+    pub fn param_ids(&self) -> Result<BTreeMap<String, u64>> {
+        match self.file.metadata().get("param_ids") {
+            Some(text) => Ok(serde_json::from_str(text)?),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub fn has_train_state(&self) -> bool {
+        self.file.contains("optimizer")
+    }
+
+    /// Inference (EMA) weights.
+    pub fn model(&self, device: &Device) -> Result<FaeModel> {
+        let model = FaeModel::new(&self.config, device);
+        checkpoint::check_unused(&model, &self.file, "model.")?;
+        checkpoint::load(model, &self.file, "model.", &BTreeMap::new())
+    }
+
+    /// Raw training weights with their parameter ids, falling back to the inference weights.
+    pub fn train_model(&self, device: &Device) -> Result<FaeModel> {
+        let model = FaeModel::new(&self.config, device);
+        let prefix = if self.has_train_state() { "train." } else { "model." };
+        checkpoint::load(model, &self.file, prefix, &self.param_ids()?)
+    }
+
+    pub fn optimizer_bytes(&self) -> Result<Option<Vec<u8>>> {
+        if !self.has_train_state() {
+            return Ok(None);
+        }
+        let st = safetensors::SafeTensors::deserialize(self.file.bytes())?;
+        Ok(Some(st.tensor("optimizer")?.data().to_vec()))
+    }
+
+    pub fn train_state(&self) -> Option<serde_json::Value> {
+        self.file.metadata().get("train_state").and_then(|s| serde_json::from_str(s).ok())
+    }
+}
+
+/// A loaded model ready to encode and decode: frozen encoder, FAE networks and latent statistics.
+pub struct Fae {
+    pub config: FaeConfig,
+    pub model: FaeModel,
+    pub stats: LatentStats,
+    pub encoder: Arc<dyn VisionEncoder>,
+    pub device: Device,
+    pub step: u64,
+}
+
+/// An image taken through the encoder and the FAE encoder.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The picture the encoder saw.
+    pub image: Rgb32FImage,
+    /// Encoder features `[gh, gw, D]`.
+    pub features: Grid,
+    /// Normalised latent `[gh, gw, C]`.
+    pub latent: Grid,
+}
+
+/// A latent taken back through both decoders.
+#[derive(Clone, Debug)]
+pub struct Decoded {
+    /// Restored features `[gh, gw, D]`.
+    pub features: Grid,
+    pub image: Rgb32FImage,
+}
+
+fn to_grid(t: Tensor<3>, grid: (usize, usize)) -> Grid {
+    let [_, _, c] = t.dims();
+    let data = t.into_data().convert::<f32>().to_vec().expect("f32 data");
+    Grid { height: grid.0, width: grid.1, channels: c, data }
+}
+
+/// `[1, 3, H, W]` in [0, 1] to an image, clamped.
+pub fn tensor_to_image(t: Tensor<4>) -> Rgb32FImage {
+    let [_, _, h, w] = t.dims();
+    let data = t.clamp(0.0, 1.0).into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+    Rgb32FImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb([data[i], data[h * w + i], data[2 * h * w + i]])
+    })
+}
+
+impl Fae {
+    /// Loads a checkpoint (the built-in model when `path` is `None`) and the encoder it names.
+    pub fn load(path: Option<&Path>, device: &Device) -> Result<Self> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => crate::assets::path(DEFAULT_MODEL)?,
+        };
+        let ckpt = CheckpointFile::open(&path)?;
+        let encoder = source::load(Some(&ckpt.config.encoder), device)?;
+        Self::from_checkpoint(&ckpt, encoder, device)
+    }
+
+    pub fn from_checkpoint(
+        ckpt: &CheckpointFile,
+        encoder: Arc<dyn VisionEncoder>,
+        device: &Device,
+    ) -> Result<Self> {
+        check_encoder(&ckpt.config, encoder.as_ref(), ckpt.file.path())?;
+        Ok(Self {
+            config: ckpt.config.clone(),
+            model: ckpt.model(device)?,
+            stats: ckpt.stats.clone(),
+            encoder,
+            device: device.clone(),
+            step: ckpt.step,
+        })
+    }
+
+    /// Encoder features `[B, T, D]` to the normalised (deterministic, mean) latent `[B, T, C]`.
+    pub fn encode_features(&self, features: Tensor<3>) -> Tensor<3> {
+        let (mean, _) = self.model.encoder.forward(features);
+        self.stats.normalise(mean)
+    }
+
+    /// Normalised latent `[B, T, C]` to restored features and the image.
+    pub fn decode_latent(&self, latent: Tensor<3>, grid: (usize, usize)) -> (Tensor<3>, Tensor<4>) {
+        let features = self.model.feature_decoder.forward(self.stats.denormalise(latent), grid);
+        let image = self.model.pixel_decoder.forward(features.clone(), grid);
+        (features, image)
+    }
+
+    /// Encodes an image file at `size x size` (the model's training size when `None`).
+    pub fn encode_image(&self, path: &Path, size: Option<usize>) -> Result<Encoded> {
+        let size = size.unwrap_or(self.config.image_size);
+        let info = self.encoder.info();
+        info.check_size(size, size)?;
+        let (pixels, image) = image_io::load_for_encoder(
+            path,
+            (size as u32, size as u32),
+            info.mean,
+            info.std,
+            &self.device,
+        )?;
+        self.encode_pixels(pixels, image)
+    }
+
+    fn encode_pixels(&self, pixels: Tensor<4>, image: Rgb32FImage) -> Result<Encoded> {
+        let tokens = self.encoder.forward(pixels).patch_tokens;
+        let [_, gh, gw, d] = tokens.dims();
+        let features = tokens.reshape([1, gh * gw, d]);
+        let latent = self.encode_features(features.clone());
+        Ok(Encoded {
+            image,
+            features: to_grid(features, (gh, gw)),
+            latent: to_grid(latent, (gh, gw)),
+        })
+    }
+
+    /// Decodes a normalised latent grid.
+    pub fn decode(&self, latent: &Grid) -> Result<Decoded> {
+        if latent.channels != self.config.latent_channels {
+            bail!(
+                "latent has {} channels but the model expects {}",
+                latent.channels,
+                self.config.latent_channels
+            );
+        }
+        let grid = (latent.height, latent.width);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(latent.data.clone(), [latent.data.len()]),
+            &self.device,
+        )
+        .reshape([1, latent.tokens(), latent.channels]);
+        let (features, image) = self.decode_latent(t, grid);
+        Ok(Decoded { features: to_grid(features, grid), image: tensor_to_image(image) })
+    }
+
+    /// Encoder features of an image (resized to the encoder's grid if the decoder's output size
+    /// differs), for cycle consistency.
+    pub fn features_of(&self, image: &Rgb32FImage, grid: (usize, usize)) -> Grid {
+        let info = self.encoder.info();
+        let (h, w) = (grid.0 * info.patch_size, grid.1 * info.patch_size);
+        let fitted = image_io::fit_and_crop(image, w as u32, h as u32);
+        let pixels = image_io::to_tensor(&fitted, info.mean, info.std, &self.device);
+        let tokens = self.encoder.forward(pixels).patch_tokens;
+        to_grid(tokens.reshape([1, grid.0 * grid.1, info.dim]), grid)
+    }
+
+    /// Encode then decode, with the quality figures.
+    pub fn reconstruct(&self, path: &Path, size: Option<usize>) -> Result<Reconstruction> {
+        let encoded = self.encode_image(path, size)?;
+        let decoded = self.decode(&encoded.latent)?;
+        let grid = (encoded.latent.height, encoded.latent.width);
+        let cycle = self.features_of(&decoded.image, grid);
+        let (w, h) = decoded.image.dimensions();
+        let original = image_io::fit_and_crop(&encoded.image, w, h);
+        Ok(Reconstruction {
+            psnr: metrics::psnr(&original, &decoded.image),
+            ssim: metrics::ssim(&original, &decoded.image),
+            feature_cosine: metrics::mean_token_cosine(&encoded.features, &decoded.features),
+            cycle_cosine: metrics::mean_token_cosine(&encoded.features, &cycle),
+            encoded,
+            decoded,
+        })
+    }
+}
+
+/// Refuses a checkpoint trained on another encoder, naming both.
+pub fn check_encoder(config: &FaeConfig, encoder: &dyn VisionEncoder, path: &Path) -> Result<()> {
+    let info = encoder.info();
+    if config.encoder != info.name
+        || config.encoder_dim != info.dim
+        || config.patch_size != info.patch_size
+    {
+        bail!(
+            "{} was trained on encoder `{}` ({} dims, patch {}), not on `{}` ({} dims, patch {})",
+            path.display(),
+            config.encoder,
+            config.encoder_dim,
+            config.patch_size,
+            info.name,
+            info.dim,
+            info.patch_size
+        );
+    }
+    Ok(())
+}
+
+/// An image's round trip with its quality figures.
+pub struct Reconstruction {
+    pub encoded: Encoded,
+    pub decoded: Decoded,
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Mean per-token cosine between encoder features and restored features.
+    pub feature_cosine: f64,
+    /// Mean per-token cosine between encoder features of the original and of the regenerated image.
+    pub cycle_cosine: f64,
+}

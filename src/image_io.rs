@@ -1,0 +1,148 @@
+//! Reading user images safely and preparing them for an encoder.
+//!
+//! Every common format (jpg, png, webp, bmp, tiff, gif's first frame), EXIF orientation applied,
+//! greyscale / alpha / 16-bit converted to RGB in [0, 1], and decode limits so that a file declaring
+//! a huge size is refused before anything is allocated.
+
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage, RgbImage};
+
+/// Largest accepted side, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// Largest accepted decoder allocation.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// Decodes an image file to RGB f32 in [0, 1], upright, alpha composited over white.
+pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open {shown}"))?;
+    if meta.is_dir() {
+        bail!("{shown} is a directory, not an image");
+    }
+    if meta.len() == 0 {
+        bail!("{shown} is empty");
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let mut reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {shown}"))?;
+    if reader.format().is_none() {
+        bail!("{shown} is not an image in a supported format (jpg, png, webp, bmp, tiff, gif)");
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let mut decoder =
+        reader.into_decoder().map_err(|e| anyhow::anyhow!("cannot decode {shown}: {e}"))?;
+    let orientation = decoder.orientation().ok();
+    let mut image = DynamicImage::from_decoder(decoder)
+        .map_err(|e| anyhow::anyhow!("cannot decode {shown}: {e}"))?;
+    if let Some(orientation) = orientation {
+        image.apply_orientation(orientation);
+    }
+    Ok(to_rgb_over_white(image))
+}
+
+fn to_rgb_over_white(image: DynamicImage) -> Rgb32FImage {
+    if !image.color().has_alpha() {
+        return image.to_rgb32f();
+    }
+    let rgba = image.to_rgba32f();
+    let (w, h) = rgba.dimensions();
+    Rgb32FImage::from_fn(w, h, |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let over = |c: f32| c * a + (1.0 - a);
+        image::Rgb([over(r), over(g), over(b)])
+    })
+}
+
+/// Resizes the shorter side to fit `width x height`, then crops the centre. An image that already
+/// has the working size is returned untouched (no resampling).
+pub fn fit_and_crop(image: &Rgb32FImage, width: u32, height: u32) -> Rgb32FImage {
+    let (w, h) = image.dimensions();
+    if (w, h) == (width, height) {
+        return image.clone();
+    }
+    let scale = (width as f64 / w as f64).max(height as f64 / h as f64);
+    let (rw, rh) = (
+        ((w as f64 * scale).round() as u32).max(width),
+        ((h as f64 * scale).round() as u32).max(height),
+    );
+    let resized = if (rw, rh) == (w, h) {
+        image.clone()
+    } else {
+        image::imageops::resize(image, rw, rh, FilterType::CatmullRom)
+    };
+    let (x, y) = ((rw - width) / 2, (rh - height) / 2);
+    image::imageops::crop_imm(&resized, x, y, width, height).to_image()
+}
+
+/// Normalised pixels `[1, 3, H, W]` for an encoder with the given per-channel mean and std.
+pub fn to_tensor(image: &Rgb32FImage, mean: [f32; 3], std: [f32; 3], device: &Device) -> Tensor<4> {
+    let (w, h) = image.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    let mut data = vec![0f32; 3 * h * w];
+    for (i, px) in image.pixels().enumerate() {
+        for c in 0..3 {
+            data[c * h * w + i] = (px.0[c] - mean[c]) / std[c];
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [1, 3, h, w]), device)
+}
+
+/// Converts f32 RGB in [0, 1] to 8-bit.
+pub fn to_rgb8(image: &Rgb32FImage) -> RgbImage {
+    DynamicImage::ImageRgb32F(image.clone()).to_rgb8()
+}
+
+/// Loads, fits and normalises an image for an encoder in one step.
+pub fn load_for_encoder(
+    path: &Path,
+    size: (u32, u32),
+    mean: [f32; 3],
+    std: [f32; 3],
+    device: &Device,
+) -> Result<(Tensor<4>, Rgb32FImage)> {
+    let image = fit_and_crop(&load_rgb(path)?, size.0, size.1);
+    Ok((to_tensor(&image, mean, std, device), image))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_size_is_not_resampled() {
+        let img = Rgb32FImage::from_fn(32, 32, |x, y| {
+            image::Rgb([x as f32 / 31.0, y as f32 / 31.0, 0.5])
+        });
+        assert_eq!(fit_and_crop(&img, 32, 32), img);
+    }
+
+    #[test]
+    fn shorter_side_is_fitted_then_centre_cropped() {
+        let img = Rgb32FImage::from_fn(60, 30, |x, _| {
+            image::Rgb([if x < 15 || x >= 45 { 1.0 } else { 0.0 }; 3])
+        });
+        // Same height: no resampling, only a centre crop of the dark middle.
+        let out = fit_and_crop(&img, 30, 30);
+        assert_eq!(out.dimensions(), (30, 30));
+        assert!(out.pixels().all(|p| p.0[0] == 0.0));
+        let out = fit_and_crop(&img, 14, 28);
+        assert_eq!(out.dimensions(), (14, 28));
+    }
+
+    #[test]
+    fn alpha_is_composited_over_white() {
+        let rgba = image::RgbaImage::from_pixel(2, 2, image::Rgba([0, 0, 0, 0]));
+        let rgb = to_rgb_over_white(DynamicImage::ImageRgba8(rgba));
+        assert!(rgb.pixels().all(|p| p.0 == [1.0, 1.0, 1.0]));
+    }
+}

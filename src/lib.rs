@@ -1,0 +1,19 @@
+//! FAE Studio: frozen pretrained vision encoders, one-attention-layer feature auto-encoding,
+//! latent editing and regeneration, on any GPU through wgpu or on the CPU.
+
+pub mod assets;
+pub mod backend;
+pub mod bench;
+pub mod edit;
+pub mod encoders;
+pub mod fae;
+pub mod features;
+pub mod fsutil;
+pub mod grid;
+pub mod image_io;
+pub mod inspect;
+pub mod metrics;
+pub mod pca;
+pub mod rng;
+pub mod train;
+pub mod weights;

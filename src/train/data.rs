@@ -1,0 +1,360 @@
+//! Training data: a folder of images scanned recursively, deterministic augmented views, and an
+//! on-disk cache of encoder features (the frozen encoder dominates the cost of training).
+//!
+//! Sub-folders of the root become class labels. Files that cannot be read are skipped and
+//! reported, never fatal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use image::Rgb32FImage;
+use sha2::{Digest, Sha256};
+
+use crate::encoders::VisionEncoder;
+use crate::fsutil::write_atomic;
+use crate::grid::Grid;
+use crate::image_io;
+use crate::rng::Rng;
+use crate::weights::WeightFile;
+
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"];
+
+#[derive(Clone, Debug)]
+pub struct ImageEntry {
+    pub path: PathBuf,
+    /// Index into [`Dataset::classes`], for files inside a sub-folder of the root.
+    pub class: Option<usize>,
+    /// SHA-256 of the file's bytes: the cache key, and what decides the validation split.
+    pub hash: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Dataset {
+    pub train: Vec<ImageEntry>,
+    pub val: Vec<ImageEntry>,
+    pub classes: Vec<String>,
+    /// Files that were not used, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Dataset {
+    /// Scans `root`; a `val_fraction` of the images (chosen by content hash, so stable across
+    /// runs and machines) is held out for validation.
+    pub fn scan(root: &Path, val_fraction: f64) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("{} is not a folder", root.display());
+        }
+        let mut files = Vec::new();
+        walk(root, &mut files)?;
+        let mut data = Dataset::default();
+        let mut class_index: HashMap<String, usize> = HashMap::new();
+        let mut seen = HashMap::new();
+        let mut all = Vec::new();
+        for path in files {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+                data.skipped.push((path, "not an image file".into()));
+                continue;
+            }
+            let bytes = match std::fs::read(&path) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => {
+                    data.skipped.push((path, "empty file".into()));
+                    continue;
+                }
+                Err(e) => {
+                    data.skipped.push((path, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            let hash = format!("{:x}", Sha256::digest(&bytes));
+            if let Some(first) = seen.get(&hash) {
+                data.skipped.push((path, format!("duplicate of {}", Path::display(first))));
+                continue;
+            }
+            seen.insert(hash.clone(), path.clone());
+            let class = path
+                .strip_prefix(root)
+                .ok()
+                .and_then(|rel| {
+                    let mut parts = rel.components();
+                    let first = parts.next()?;
+                    parts.next()?;
+                    Some(first.as_os_str().to_string_lossy().to_string())
+                })
+                .map(|name| {
+                    let next = class_index.len();
+                    *class_index.entry(name).or_insert(next)
+                });
+            all.push(ImageEntry { path, class, hash });
+        }
+        data.classes = vec![String::new(); class_index.len()];
+        for (name, i) in class_index {
+            data.classes[i] = name;
+        }
+        let is_val = |e: &ImageEntry| {
+            let v = u64::from_str_radix(&e.hash[..8], 16).unwrap_or(0) as f64 / u32::MAX as f64;
+            v < val_fraction
+        };
+        let (mut val, mut train): (Vec<_>, Vec<_>) = all.into_iter().partition(is_val);
+        if val.is_empty() && val_fraction > 0.0 && train.len() >= 2 {
+            // Always hold out at least one image when there are two or more.
+            let i = (0..train.len()).min_by_key(|&i| train[i].hash.clone()).unwrap();
+            val.push(train.remove(i));
+        }
+        data.train = train;
+        data.val = val;
+        Ok(data)
+    }
+
+    /// Marks a file as unusable (it failed to decode later).
+    pub fn skip(&mut self, path: &Path, reason: String) {
+        self.train.retain(|e| e.path != path);
+        self.val.retain(|e| e.path != path);
+        self.skipped.push((path.to_path_buf(), reason));
+    }
+}
+
+/// View 0 is the plain centre crop; other views are random resized crops (35-100 % of the area,
+/// aspect 3:4 to 4:3) with a coin-flip mirror, fixed by (image hash, view) so they can be cached.
+pub fn augmented_view(image: &Rgb32FImage, size: u32, hash: &str, view: u32) -> Rgb32FImage {
+    if view == 0 {
+        return image_io::fit_and_crop(image, size, size);
+    }
+    let seed = u64::from_str_radix(&hash[..16.min(hash.len())], 16).unwrap_or(0);
+    let mut rng = Rng::derive(seed, view as u64, 1);
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let area = w * h * (0.35 + 0.65 * rng.uniform());
+    let ratio =
+        ((3.0f64 / 4.0).ln() + rng.uniform() * ((4.0f64 / 3.0).ln() - (3.0f64 / 4.0).ln())).exp();
+    let cw = (area * ratio).sqrt().min(w).max(1.0);
+    let ch = (area / ratio).sqrt().min(h).max(1.0);
+    let x = ((w - cw) * rng.uniform()) as u32;
+    let y = ((h - ch) * rng.uniform()) as u32;
+    let crop = image::imageops::crop_imm(image, x, y, cw as u32, ch as u32).to_image();
+    let mut out =
+        image::imageops::resize(&crop, size, size, image::imageops::FilterType::CatmullRom);
+    if rng.uniform() < 0.5 {
+        out = image::imageops::flip_horizontal(&out);
+    }
+    out
+}
+
+/// Encoder features of one view with the picture they came from.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub features: Grid,
+    pub image: Rgb32FImage,
+}
+
+/// Encoder features on disk, keyed by file content, encoder, size and view; least recently
+/// used entries are removed when the cache grows past its bound.
+pub struct FeatureCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    evict_lock: Mutex<()>,
+}
+
+impl FeatureCache {
+    /// `$FAE_STUDIO_CACHE`, else `$XDG_CACHE_HOME/fae-studio`, else `~/.cache/fae-studio`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("FAE_STUDIO_CACHE") {
+            return PathBuf::from(dir);
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("fae-studio")
+    }
+
+    pub fn new(dir: PathBuf, max_bytes: u64) -> Result<Self> {
+        let dir = dir.join("features");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create cache folder {}", dir.display()))?;
+        Ok(Self { dir, max_bytes, evict_lock: Mutex::new(()) })
+    }
+
+    fn key_path(&self, hash: &str, encoder: &str, size: usize, view: u32) -> PathBuf {
+        let tag = format!("{:x}", Sha256::digest(encoder.as_bytes()));
+        self.dir.join(format!(
+            "{}-{}-{size}-{view}.safetensors",
+            &hash[..32.min(hash.len())],
+            &tag[..12]
+        ))
+    }
+
+    fn read(path: &Path) -> Result<Sample> {
+        let file = WeightFile::open(path)?;
+        let meta = file.metadata();
+        let dims: Vec<usize> = ["grid_h", "grid_w", "dim", "size"]
+            .iter()
+            .map(|k| meta.get(*k).and_then(|v| v.parse().ok()).context("bad cache entry"))
+            .collect::<Result<_>>()?;
+        let (gh, gw, d, s) = (dims[0], dims[1], dims[2], dims[3]);
+        let features = Grid::new(gh, gw, d, file.read_f32("features", &[gh * gw, d])?)?;
+        let st = safetensors::SafeTensors::deserialize(file.bytes())?;
+        let pixels = st.tensor("image")?;
+        if pixels.shape() != [s, s, 3] {
+            bail!("bad cache entry");
+        }
+        let image = image::RgbImage::from_raw(s as u32, s as u32, pixels.data().to_vec())
+            .context("bad cache entry")?;
+        Ok(Sample { features, image: image::DynamicImage::ImageRgb8(image).to_rgb32f() })
+    }
+
+    fn write(&self, path: &Path, sample: &Sample) -> Result<()> {
+        let f = &sample.features;
+        let halves: Vec<half::f16> = f.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let rgb = image_io::to_rgb8(&sample.image);
+        let s = rgb.width() as usize;
+        let views = vec![
+            (
+                "features".to_string(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F16,
+                    vec![f.tokens(), f.channels],
+                    bytemuck::cast_slice(&halves),
+                )?,
+            ),
+            (
+                "image".to_string(),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::U8,
+                    vec![s, s, 3],
+                    rgb.as_raw(),
+                )?,
+            ),
+        ];
+        let meta = HashMap::from([
+            ("grid_h".to_string(), f.height.to_string()),
+            ("grid_w".to_string(), f.width.to_string()),
+            ("dim".to_string(), f.channels.to_string()),
+            ("size".to_string(), s.to_string()),
+        ]);
+        write_atomic(path, &safetensors::serialize(views, Some(meta))?)
+    }
+
+    /// Removes least recently used entries until the cache is under 90 % of its bound.
+    pub fn evict(&self) -> Result<()> {
+        let _guard = self.evict_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().ok()?, meta.len(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        if total <= self.max_bytes {
+            return Ok(());
+        }
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_bytes * 9 / 10 {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Produces encoder features for (image, view) pairs, from the cache or by running the encoder.
+pub struct FeatureSource<'a> {
+    pub encoder: &'a dyn VisionEncoder,
+    pub cache: &'a FeatureCache,
+    pub size: usize,
+    pub device: Device,
+}
+
+impl FeatureSource<'_> {
+    /// Features for each requested view; `Err` entries are files that could not be decoded.
+    pub fn samples(&self, requests: &[(&ImageEntry, u32)]) -> Vec<Result<Sample>> {
+        let name = &self.encoder.info().name;
+        let mut results: Vec<Option<Result<Sample>>> = requests
+            .iter()
+            .map(|(e, view)| {
+                let path = self.cache.key_path(&e.hash, name, self.size, *view);
+                let sample = FeatureCache::read(&path).ok()?;
+                let _ = std::fs::File::open(&path)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                Some(Ok(sample))
+            })
+            .collect();
+        // Decode the misses (each file once), then encode them in one batch.
+        let mut decoded: HashMap<PathBuf, Result<Rgb32FImage, String>> = HashMap::new();
+        let mut pending = Vec::new();
+        for (i, (entry, view)) in requests.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let image = decoded
+                .entry(entry.path.clone())
+                .or_insert_with(|| image_io::load_rgb(&entry.path).map_err(|e| format!("{e:#}")));
+            match image {
+                Ok(img) => {
+                    pending.push((i, augmented_view(img, self.size as u32, &entry.hash, *view)))
+                }
+                Err(e) => results[i] = Some(Err(anyhow::anyhow!("{e}"))),
+            }
+        }
+        if !pending.is_empty() {
+            let info = self.encoder.info();
+            let pixels: Vec<Tensor<4>> = pending
+                .iter()
+                .map(|(_, img)| image_io::to_tensor(img, info.mean, info.std, &self.device))
+                .collect();
+            let tokens = self.encoder.forward(Tensor::cat(pixels, 0)).patch_tokens;
+            let [b, gh, gw, d] = tokens.dims();
+            let values: Vec<f32> = tokens.into_data().convert::<f32>().to_vec().expect("f32 data");
+            let per = gh * gw * d;
+            for (k, (i, image)) in pending.into_iter().enumerate().take(b) {
+                let features = Grid {
+                    height: gh,
+                    width: gw,
+                    channels: d,
+                    data: values[k * per..(k + 1) * per].to_vec(),
+                };
+                let sample = Sample { features, image };
+                let (entry, view) = requests[i];
+                let path = self.cache.key_path(&entry.hash, name, self.size, view);
+                if let Err(e) = self.cache.write(&path, &sample) {
+                    eprintln!("warning: feature cache not written: {e:#}");
+                }
+                // Round-trip through f16 so cached and fresh features are identical.
+                let sample = FeatureCache::read(&path).unwrap_or(sample);
+                results[i] = Some(Ok(sample));
+            }
+            let _ = self.cache.evict();
+        }
+        results.into_iter().map(|r| r.expect("every request answered")).collect()
+    }
+}

@@ -1,0 +1,10 @@
+//! Training and fine-tuning FAE on a folder of images.
+//!
+//! Stages: `fae` trains the one-layer encoder and the feature decoder on the frozen encoder's
+//! features; `pixel` trains the pixel decoder, first on noisy encoder features, then on the
+//! feature decoder's outputs (the paper's two stages); `all` runs both in turn.
+
+pub mod data;
+pub mod run;
+
+pub use run::{Stage, TrainOptions, train};

@@ -1,0 +1,843 @@
+//! The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights,
+//! NaN/Inf guard, atomic resumable checkpoints, metrics and validation.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::prelude::*;
+use image::{Rgb32FImage, RgbImage};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
+use crate::encoders::{VisionEncoder, source};
+use crate::fae::{self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, TrainState};
+use crate::fsutil::write_png;
+use crate::grid::Grid;
+use crate::image_io;
+use crate::metrics;
+use crate::rng::Rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The FAE encoder and feature decoder.
+    Fae,
+    /// The pixel decoder: noisy encoder features, then the feature decoder's outputs.
+    Pixel,
+    /// Both, in turn.
+    All,
+}
+
+/// What one step trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Fae,
+    PixelNoisy,
+    PixelDecoded,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fae => "fae",
+            Self::PixelNoisy => "pixel-noisy",
+            Self::PixelDecoded => "pixel-decoded",
+        }
+    }
+}
+
+/// The run's settings; everything but the paths is recorded in the checkpoint for `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub steps: u64,
+    pub batch: usize,
+    pub size: usize,
+    pub stage: Stage,
+    pub from: Option<PathBuf>,
+    pub resume: bool,
+    pub checkpoint_every: u64,
+    pub encoder: Option<String>,
+    pub lr: f64,
+    pub warmup: u64,
+    pub seed: u64,
+    /// Augmented views per image (view 0 is the plain centre crop).
+    pub views: u32,
+    pub val_fraction: f64,
+    pub val_every: u64,
+    pub log_every: u64,
+    /// Weight of the perceptual term (encoder-feature cosine of output vs input); 0 turns it off.
+    pub perceptual: f64,
+    /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
+    pub noise: f64,
+    /// Weight of the optional cosine term in the feature loss.
+    pub feature_cosine: f64,
+    pub ema_decay: f64,
+    pub latent_channels: usize,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_max_bytes: u64,
+    pub progress: bool,
+    /// Architecture for a model trained from scratch (default: [`FaeConfig::small`]).
+    pub architecture: Option<FaeConfig>,
+}
+
+impl TrainOptions {
+    pub fn new(data: PathBuf, out: PathBuf) -> Self {
+        Self {
+            data,
+            out,
+            steps: 2000,
+            batch: 8,
+            size: 224,
+            stage: Stage::All,
+            from: None,
+            resume: false,
+            checkpoint_every: 250,
+            encoder: None,
+            lr: 1e-4 * 4.0,
+            warmup: 100,
+            seed: 0,
+            views: 8,
+            val_fraction: 0.05,
+            val_every: 250,
+            log_every: 10,
+            perceptual: 0.1,
+            noise: 0.4,
+            feature_cosine: 0.1,
+            ema_decay: 0.999,
+            latent_channels: 32,
+            cache_dir: None,
+            cache_max_bytes: 4 << 30,
+            progress: true,
+            architecture: None,
+        }
+    }
+
+    /// Which phase a step belongs to and the step's position within that phase.
+    fn phase(&self, step: u64) -> (Phase, u64, u64) {
+        let n = self.steps.max(1);
+        let splits: Vec<(Phase, u64)> = match self.stage {
+            Stage::Fae => vec![(Phase::Fae, n)],
+            Stage::Pixel => {
+                vec![(Phase::PixelNoisy, n * 7 / 10), (Phase::PixelDecoded, n - n * 7 / 10)]
+            }
+            Stage::All => {
+                let a = n / 2;
+                let b = n * 35 / 100;
+                vec![(Phase::Fae, a), (Phase::PixelNoisy, b), (Phase::PixelDecoded, n - a - b)]
+            }
+        };
+        let mut start = 0;
+        for (phase, len) in &splits {
+            if step < start + len {
+                return (*phase, step - start, *len);
+            }
+            start += len;
+        }
+        let (phase, len) = *splits.last().expect("a phase");
+        (phase, len.saturating_sub(1), len)
+    }
+
+    /// Warm-up then cosine decay to a tenth, restarted for each phase.
+    fn learning_rate(&self, step: u64) -> f64 {
+        let (_, pos, len) = self.phase(step);
+        let warmup = self.warmup.min(len / 10).max(1);
+        if pos < warmup {
+            return self.lr * (pos + 1) as f64 / warmup as f64;
+        }
+        let t = (pos - warmup) as f64 / (len - warmup).max(1) as f64;
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+    }
+}
+
+/// Set by Ctrl-C in the command line: the loop saves a checkpoint and stops after the step.
+pub fn ctrl_c_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    &STOP
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub step: u64,
+    pub last_loss: f64,
+    pub stopped_early: bool,
+    pub validation: Option<Validation>,
+    pub images_found: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    pub psnr: f64,
+    pub ssim: f64,
+    pub feature_cosine: f64,
+    pub cycle_cosine: f64,
+    pub images: usize,
+}
+
+/// Running state that `--resume` restores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ResumeState {
+    options: TrainOptions,
+    lr_scale: f64,
+    nan_steps: u64,
+}
+
+/// Trains per `options`, calling `on_event` with each metrics record (for the app's curves).
+///
+/// Setting `stop` makes the loop save a checkpoint and return after the current step.
+pub fn train(
+    mut options: TrainOptions,
+    device: &Device,
+    stop: &AtomicBool,
+    mut on_event: impl FnMut(&serde_json::Value),
+) -> Result<TrainSummary> {
+    std::fs::create_dir_all(&options.out)
+        .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
+    let latest = options.out.join("latest.safetensors");
+    let mut lr_scale = 1.0;
+    let mut nan_steps = 0;
+    let ad = device.clone().autodiff();
+
+    // Model, optimizer and step: resumed, fine-tuned from a checkpoint, or new.
+    let resumed = if options.resume {
+        if !latest.is_file() {
+            bail!("--resume: {} does not exist", latest.display());
+        }
+        let ckpt = CheckpointFile::open(&latest)?;
+        let state: ResumeState =
+            serde_json::from_value(ckpt.train_state().context("checkpoint has no training state")?)
+                .context("checkpoint's training state is unreadable")?;
+        let steps = options.steps;
+        let (data, out) = (options.data.clone(), options.out.clone());
+        options = TrainOptions { data, out, resume: true, steps, ..state.options };
+        lr_scale = state.lr_scale;
+        nan_steps = state.nan_steps;
+        Some(ckpt)
+    } else {
+        None
+    };
+    let from = match (&resumed, &options.from) {
+        (None, Some(path)) => Some(CheckpointFile::open(path)?),
+        _ => None,
+    };
+    let base = resumed.as_ref().or(from.as_ref());
+    let encoder_name = match base {
+        Some(ckpt) => ckpt.config.encoder.clone(),
+        None => options.encoder.clone().unwrap_or_else(|| source::DEFAULT_ENCODER.to_string()),
+    };
+    let encoder = source::load(Some(&encoder_name), device)?;
+    let info = encoder.info().clone();
+    info.check_size(options.size, options.size)?;
+    let config = match base {
+        Some(ckpt) => {
+            fae::check_encoder(&ckpt.config, encoder.as_ref(), ckpt.file.path())?;
+            ckpt.config.clone()
+        }
+        None => {
+            let mut c = options.architecture.clone().unwrap_or_else(|| {
+                FaeConfig::small(&info.name, info.dim, info.patch_size, options.size)
+            });
+            (c.encoder, c.encoder_dim, c.patch_size, c.image_size) =
+                (info.name.clone(), info.dim, info.patch_size, options.size);
+            c.latent_channels = options.latent_channels;
+            c
+        }
+    };
+    config.validate()?;
+    let mut stats =
+        base.map_or_else(|| LatentStats::identity(config.latent_channels), |c| c.stats.clone());
+    let mut model = match base {
+        Some(ckpt) if resumed.is_some() => ckpt.train_model(&ad)?,
+        Some(ckpt) => ckpt.model(&ad)?,
+        None => FaeModel::new(&config, &ad),
+    };
+    let mut ema = match &resumed {
+        Some(ckpt) => ckpt.model(device)?,
+        None => model.valid(),
+    };
+    let mut optimizer: ModuleOptimizer = AdamWConfig::new()
+        .with_weight_decay(0.01)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init();
+    if let Some(bytes) = resumed.as_ref().map(|c| c.optimizer_bytes()).transpose()?.flatten() {
+        optimizer = optimizer
+            .from_bytes(bytes.into())
+            .map_err(|e| anyhow::anyhow!("cannot restore the optimizer state: {e}"))?;
+    }
+    let mut step = resumed.as_ref().map_or(0, |c| c.step);
+
+    // Perceptual loss needs the frozen encoder on the autodiff device.
+    let perceptual_encoder = if options.perceptual > 0.0 && options.stage != Stage::Fae {
+        Some(source::load(Some(&encoder_name), &ad)?)
+    } else {
+        None
+    };
+
+    let mut dataset = Dataset::scan(&options.data, options.val_fraction)?;
+    let found = dataset.train.len() + dataset.val.len();
+    report_skipped(&options.out, &dataset.skipped)?;
+    if dataset.train.is_empty() {
+        bail!(
+            "no usable images in {} ({} files skipped)",
+            options.data.display(),
+            dataset.skipped.len()
+        );
+    }
+    eprintln!(
+        "{} images ({} for validation, {} classes), {} files skipped; encoder {} on {}",
+        found,
+        dataset.val.len(),
+        dataset.classes.len(),
+        dataset.skipped.len(),
+        info.name,
+        options.out.display()
+    );
+    let cache = FeatureCache::new(
+        options.cache_dir.clone().unwrap_or_else(FeatureCache::default_dir),
+        options.cache_max_bytes,
+    )?;
+    let source = FeatureSource {
+        encoder: encoder.as_ref(),
+        cache: &cache,
+        size: options.size,
+        device: device.clone(),
+    };
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(options.out.join("metrics.jsonl"))
+        .context("cannot open metrics.jsonl")?;
+    let mut log = |record: serde_json::Value| -> Result<()> {
+        writeln!(metrics_file, "{record}")?;
+        on_event(&record);
+        Ok(())
+    };
+
+    let bar = progress_bar(&options, step);
+    let started = Instant::now();
+    let start_step = step;
+    let mut last_loss = f64::NAN;
+    let mut validation = None;
+    let grid = (options.size / info.patch_size, options.size / info.patch_size);
+    let save = |step: u64,
+                model: &FaeModel,
+                ema: &FaeModel,
+                stats: &LatentStats,
+                optimizer: &ModuleOptimizer,
+                lr_scale: f64,
+                nan_steps: u64|
+     -> Result<()> {
+        let state = ResumeState { options: options.clone(), lr_scale, nan_steps };
+        let bytes = optimizer
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e}"))?;
+        fae::save(
+            &latest,
+            &config,
+            stats,
+            ema,
+            step,
+            Some(TrainState {
+                weights: model,
+                optimizer: bytes.to_vec(),
+                state: serde_json::to_value(state)?,
+            }),
+            false,
+        )
+    };
+
+    while step < options.steps && !stop.load(Ordering::Relaxed) {
+        let (phase, _, _) = options.phase(step);
+        let mut rng = Rng::derive(options.seed, step, 0);
+        let batch = load_batch(&source, &mut dataset, &options, &mut rng, &options.out)?;
+        let features = grids_to_tensor(batch.iter().map(|s| &s.features), &ad);
+        let lr = options.learning_rate(step) * lr_scale;
+        let (loss, parts) = match phase {
+            Phase::Fae => fae_loss(&model, features, grid, &config, &options, &mut rng),
+            Phase::PixelNoisy | Phase::PixelDecoded => {
+                let targets = images_to_tensor(batch.iter().map(|s| &s.image), &ad);
+                let input = if phase == Phase::PixelNoisy {
+                    let [b, t, d] = features.dims();
+                    let sigmas: Vec<f32> =
+                        (0..b).map(|_| (2.0 * options.noise * rng.uniform()) as f32).collect();
+                    let sigma = Tensor::<1>::from_data(TensorData::new(sigmas, [b]), &ad)
+                        .reshape([b, 1, 1]);
+                    let eps = Tensor::<1>::from_data(
+                        TensorData::new(rng.normals(b * t * d), [b * t * d]),
+                        &ad,
+                    )
+                    .reshape([b, t, d]);
+                    features.clone() + eps * sigma
+                } else {
+                    let (mean, _) = model.encoder.forward(features.clone());
+                    model.feature_decoder.forward(mean, grid).detach()
+                };
+                pixel_loss(
+                    &model,
+                    input,
+                    features,
+                    targets,
+                    grid,
+                    perceptual_encoder.as_deref(),
+                    &options,
+                )
+            }
+        };
+        let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            nan_steps += 1;
+            lr_scale *= 0.5;
+            bar.println(format!(
+                "step {step}: loss is {loss_value}, step skipped, learning rate halved"
+            ));
+            log(json!({"step": step, "event": "non_finite_loss", "lr_scale": lr_scale}))?;
+            step += 1;
+            continue;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(lr, model, grads);
+        ema = ema_update(ema, &model, options.ema_decay, step);
+        last_loss = loss_value;
+        step += 1;
+        bar.set_position(step);
+        bar.set_message(format!("{} loss {loss_value:.4}", phase.name()));
+        if step % options.log_every == 0 || step == options.steps {
+            let elapsed = started.elapsed().as_secs_f64();
+            let ips = ((step - start_step) as f64 * options.batch as f64) / elapsed.max(1e-9);
+            let mut record = json!({"step": step, "stage": phase.name(), "loss": loss_value, "lr": lr, "images_per_s": ips});
+            for (k, v) in parts {
+                record[k] = json!(v);
+            }
+            log(record)?;
+        }
+        let at_end = step == options.steps;
+        if step % options.val_every == 0 || at_end {
+            if phase == Phase::Fae {
+                stats = latent_stats(&ema, &source, &mut dataset, &options)?;
+            }
+            let fae = runtime(&config, &ema, &stats, encoder.clone(), device);
+            let v = validate(&fae, &source, &mut dataset, &options, step)?;
+            log(json!({"step": step, "stage": phase.name(), "loss": loss_value, "val": v}))?;
+            bar.println(format!(
+                "step {step}: val PSNR {:.2} dB, SSIM {:.3}, feature cos {:.4}, cycle cos {:.4}",
+                v.psnr, v.ssim, v.feature_cosine, v.cycle_cosine
+            ));
+            validation = Some(v);
+        }
+        if step % options.checkpoint_every == 0 || at_end {
+            save(step, &model, &ema, &stats, &optimizer, lr_scale, nan_steps)?;
+        }
+    }
+    let stopped = step < options.steps;
+    if stopped {
+        save(step, &model, &ema, &stats, &optimizer, lr_scale, nan_steps)?;
+        bar.println(format!("stopped at step {step}; continue with --resume"));
+    }
+    bar.finish_and_clear();
+    Ok(TrainSummary {
+        step,
+        last_loss,
+        stopped_early: stopped,
+        validation,
+        images_found: found,
+        skipped: dataset.skipped.len(),
+    })
+}
+
+fn progress_bar(options: &TrainOptions, step: u64) -> indicatif::ProgressBar {
+    if !options.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(options.steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{per_sec} steps, ETA {eta}]",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(step);
+    bar
+}
+
+fn report_skipped(out: &Path, skipped: &[(PathBuf, String)]) -> Result<()> {
+    let text: String = skipped.iter().map(|(p, why)| format!("{}\t{why}\n", p.display())).collect();
+    crate::fsutil::write_atomic(&out.join("skipped.tsv"), text.as_bytes())?;
+    for (p, why) in skipped.iter().take(20) {
+        eprintln!("skipped {}: {why}", p.display());
+    }
+    if skipped.len() > 20 {
+        eprintln!("... and {} more, see skipped.tsv", skipped.len() - 20);
+    }
+    Ok(())
+}
+
+/// A batch of training samples; files that fail to decode are dropped from the set and replaced.
+fn load_batch(
+    source: &FeatureSource,
+    dataset: &mut Dataset,
+    options: &TrainOptions,
+    rng: &mut Rng,
+    out: &Path,
+) -> Result<Vec<Sample>> {
+    let mut batch = Vec::with_capacity(options.batch);
+    while batch.len() < options.batch {
+        if dataset.train.is_empty() {
+            bail!("every training image failed to decode");
+        }
+        let picks: Vec<(ImageEntry, u32)> = (batch.len()..options.batch)
+            .map(|_| {
+                (
+                    dataset.train[rng.below(dataset.train.len())].clone(),
+                    rng.below(options.views.max(1) as usize) as u32,
+                )
+            })
+            .collect();
+        let requests: Vec<(&ImageEntry, u32)> = picks.iter().map(|(e, v)| (e, *v)).collect();
+        let mut failed = false;
+        for ((entry, _), result) in picks.iter().zip(source.samples(&requests)) {
+            match result {
+                Ok(sample) => batch.push(sample),
+                Err(e) => {
+                    eprintln!("skipped {}: {e:#}", entry.path.display());
+                    dataset.skip(&entry.path, format!("{e:#}"));
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            report_skipped(out, &dataset.skipped)?;
+        }
+    }
+    Ok(batch)
+}
+
+fn grids_to_tensor<'a>(grids: impl Iterator<Item = &'a Grid>, device: &Device) -> Tensor<3> {
+    let grids: Vec<&Grid> = grids.collect();
+    let (t, d) = (grids[0].tokens(), grids[0].channels);
+    let data: Vec<f32> = grids.iter().flat_map(|g| g.data.iter().copied()).collect();
+    Tensor::<1>::from_data(TensorData::new(data, [grids.len() * t * d]), device).reshape([
+        grids.len(),
+        t,
+        d,
+    ])
+}
+
+fn images_to_tensor<'a>(
+    images: impl Iterator<Item = &'a Rgb32FImage>,
+    device: &Device,
+) -> Tensor<4> {
+    let parts: Vec<Tensor<4>> =
+        images.map(|img| image_io::to_tensor(img, [0.0; 3], [1.0; 3], device)).collect();
+    Tensor::cat(parts, 0)
+}
+
+/// Mean cosine distance between token vectors `[B, T, D]`.
+fn cosine_distance(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
+    let dot = (a.clone() * b.clone()).sum_dim(2);
+    let norms = (a.square().sum_dim(2) * b.square().sum_dim(2)).sqrt() + 1e-8;
+    (-(dot / norms) + 1.0).mean()
+}
+
+/// Squared error to the encoder features + beta * KL (+ optional cosine term).
+fn fae_loss(
+    model: &FaeModel,
+    features: Tensor<3>,
+    grid: (usize, usize),
+    config: &FaeConfig,
+    options: &TrainOptions,
+    rng: &mut Rng,
+) -> (Tensor<1>, Vec<(&'static str, f64)>) {
+    let (mean, log_var) = model.encoder.forward(features.clone());
+    let [b, t, c] = mean.dims();
+    let eps = Tensor::<1>::from_data(
+        TensorData::new(rng.normals(b * t * c), [b * t * c]),
+        &mean.device(),
+    )
+    .reshape([b, t, c]);
+    let z = mean.clone() + (log_var.clone() * 0.5).exp() * eps;
+    let restored = model.feature_decoder.forward(z, grid);
+    let mse = (restored.clone() - features.clone()).square().mean();
+    let kl = ((mean.square() + log_var.clone().exp() - log_var - 1.0) * 0.5).mean();
+    let mut loss = mse.clone() + kl.clone() * config.beta;
+    let mut parts = vec![("mse", scalar(&mse)), ("kl", scalar(&kl))];
+    if options.feature_cosine > 0.0 {
+        let cos = cosine_distance(restored, features);
+        parts.push(("cos_dist", scalar(&cos)));
+        loss = loss + cos * options.feature_cosine;
+    }
+    (loss, parts)
+}
+
+/// L1 to the target image + perceptual distance in the frozen encoder's feature space.
+fn pixel_loss(
+    model: &FaeModel,
+    input: Tensor<3>,
+    target_features: Tensor<3>,
+    targets: Tensor<4>,
+    grid: (usize, usize),
+    encoder: Option<&dyn VisionEncoder>,
+    options: &TrainOptions,
+) -> (Tensor<1>, Vec<(&'static str, f64)>) {
+    let image = model.pixel_decoder.forward(input, grid);
+    let [_, _, h, w] = targets.dims();
+    let image = if image.dims()[2..] == [h, w] { image } else { resize_to(image, h, w) };
+    let l1 = (image.clone() - targets).abs().mean();
+    let mut parts = vec![("l1", scalar(&l1))];
+    let mut loss = l1;
+    if let Some(encoder) = encoder {
+        let info = encoder.info();
+        let normalised = normalise(image, info.mean, info.std);
+        let tokens = encoder.forward(normalised).patch_tokens;
+        let [b, gh, gw, d] = tokens.dims();
+        let perceptual = cosine_distance(tokens.reshape([b, gh * gw, d]), target_features.detach());
+        parts.push(("perceptual", scalar(&perceptual)));
+        loss = loss + perceptual * options.perceptual;
+    }
+    (loss, parts)
+}
+
+fn resize_to(image: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    interpolate(image, [h, w], InterpolateOptions::new(InterpolateMode::Bilinear))
+}
+
+fn normalise(image: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> {
+    let device = image.device();
+    let m =
+        Tensor::<1>::from_data(TensorData::new(mean.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+    let s =
+        Tensor::<1>::from_data(TensorData::new(std.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+    (image - m) / s
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+/// Collects each parameter's current value by path (on the non-autodiff device).
+#[derive(Default)]
+struct Snapshot {
+    path: Vec<String>,
+    values: HashMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Snapshot {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.values.insert(self.path.join("."), t.reshape([n]));
+    }
+}
+
+struct EmaBlend {
+    path: Vec<String>,
+    values: HashMap<String, Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for EmaBlend {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.values.remove(&self.path.join(".")) else { return param };
+        let decay = self.decay;
+        param.map(|ema| {
+            let dims = ema.dims();
+            ema * decay + current.reshape(dims) * (1.0 - decay)
+        })
+    }
+}
+
+/// EMA with a warm-up (`min(decay, (1 + step) / (10 + step))`) so early weights do not linger.
+fn ema_update(ema: FaeModel, model: &FaeModel, decay: f64, step: u64) -> FaeModel {
+    let decay = decay.min((1.0 + step as f64) / (10.0 + step as f64));
+    let mut snapshot = Snapshot::default();
+    model.valid().visit(&mut snapshot);
+    ema.map(&mut EmaBlend { path: Vec::new(), values: snapshot.values, decay })
+}
+
+fn runtime(
+    config: &FaeConfig,
+    ema: &FaeModel,
+    stats: &LatentStats,
+    encoder: Arc<dyn VisionEncoder>,
+    device: &Device,
+) -> Fae {
+    Fae {
+        config: config.clone(),
+        model: ema.clone(),
+        stats: stats.clone(),
+        encoder,
+        device: device.clone(),
+        step: 0,
+    }
+}
+
+/// Per-channel mean and std of the (raw) latent over up to 256 training images.
+fn latent_stats(
+    ema: &FaeModel,
+    source: &FeatureSource,
+    dataset: &mut Dataset,
+    options: &TrainOptions,
+) -> Result<LatentStats> {
+    let entries: Vec<ImageEntry> = dataset.train.iter().take(256).cloned().collect();
+    let c = options.latent_channels.max(1);
+    let mut sum = vec![0f64; 0];
+    let mut sq = vec![0f64; 0];
+    let mut count = 0usize;
+    for chunk in entries.chunks(options.batch.max(1)) {
+        let requests: Vec<(&ImageEntry, u32)> = chunk.iter().map(|e| (e, 0)).collect();
+        let samples: Vec<Sample> =
+            source.samples(&requests).into_iter().filter_map(|r| r.ok()).collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let features = grids_to_tensor(samples.iter().map(|s| &s.features), &source.device);
+        let (mean, _) = ema.encoder.forward(features);
+        let ch = mean.dims()[2];
+        let values: Vec<f32> = mean.into_data().convert::<f32>().to_vec().expect("f32");
+        if sum.is_empty() {
+            sum = vec![0.0; ch];
+            sq = vec![0.0; ch];
+        }
+        for token in values.chunks_exact(ch) {
+            for (k, &v) in token.iter().enumerate() {
+                sum[k] += v as f64;
+                sq[k] += (v as f64).powi(2);
+            }
+        }
+        count += values.len() / ch;
+    }
+    if count == 0 {
+        return Ok(LatentStats::identity(c));
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / count as f64) as f32).collect();
+    let std = sq
+        .iter()
+        .zip(&mean)
+        .map(|(q, &m)| ((q / count as f64 - (m as f64).powi(2)).max(1e-12).sqrt() as f32).max(1e-6))
+        .collect();
+    Ok(LatentStats { mean, std })
+}
+
+/// Validation on the held-out images (centre crops): PSNR, SSIM, feature and cycle cosine,
+/// and a picture with originals above reconstructions.
+fn validate(
+    fae: &Fae,
+    source: &FeatureSource,
+    dataset: &mut Dataset,
+    options: &TrainOptions,
+    step: u64,
+) -> Result<Validation> {
+    let entries: Vec<ImageEntry> = if dataset.val.is_empty() {
+        dataset.train.iter().take(4).cloned().collect()
+    } else {
+        dataset.val.iter().take(32).cloned().collect()
+    };
+    let mut totals = [0f64; 4];
+    let mut n = 0usize;
+    let mut pairs = Vec::new();
+    for entry in &entries {
+        let Some(Ok(sample)) = source.samples(&[(entry, 0)]).into_iter().next() else { continue };
+        let grid = (sample.features.height, sample.features.width);
+        let features = grids_to_tensor(std::iter::once(&sample.features), &fae.device);
+        let latent = fae.encode_features(features);
+        let (restored, image) = fae.decode_latent(latent, grid);
+        let image = fae::tensor_to_image(image);
+        let restored = Grid {
+            height: grid.0,
+            width: grid.1,
+            channels: sample.features.channels,
+            data: restored.into_data().convert::<f32>().to_vec().expect("f32"),
+        };
+        let cycle = fae.features_of(&image, grid);
+        let (w, h) = image.dimensions();
+        let original = image_io::fit_and_crop(&sample.image, w, h);
+        totals[0] += metrics::psnr(&original, &image).min(100.0);
+        totals[1] += metrics::ssim(&original, &image);
+        totals[2] += metrics::mean_token_cosine(&sample.features, &restored);
+        totals[3] += metrics::mean_token_cosine(&sample.features, &cycle);
+        n += 1;
+        if pairs.len() < 8 {
+            pairs.push((image_io::to_rgb8(&original), image_io::to_rgb8(&image)));
+        }
+    }
+    if n == 0 {
+        bail!("no validation image could be read");
+    }
+    if !pairs.is_empty() {
+        write_png(&options.out.join(format!("val-{step:06}.png")), &pairs_picture(&pairs))?;
+    }
+    let k = n as f64;
+    Ok(Validation {
+        psnr: totals[0] / k,
+        ssim: totals[1] / k,
+        feature_cosine: totals[2] / k,
+        cycle_cosine: totals[3] / k,
+        images: n,
+    })
+}
+
+/// Originals in the top row, reconstructions below.
+pub fn pairs_picture(pairs: &[(RgbImage, RgbImage)]) -> RgbImage {
+    let (w, h) = pairs[0].0.dimensions();
+    let mut out = RgbImage::new(w * pairs.len() as u32, h * 2);
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        image::imageops::replace(&mut out, a, (i as u32 * w) as i64, 0);
+        image::imageops::replace(&mut out, b, (i as u32 * w) as i64, h as i64);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_split_the_steps() {
+        let mut o = TrainOptions::new("d".into(), "o".into());
+        o.steps = 100;
+        assert_eq!(o.phase(0).0, Phase::Fae);
+        assert_eq!(o.phase(49).0, Phase::Fae);
+        assert_eq!(o.phase(50).0, Phase::PixelNoisy);
+        assert_eq!(o.phase(85).0, Phase::PixelDecoded);
+        assert_eq!(o.phase(99).0, Phase::PixelDecoded);
+        o.stage = Stage::Pixel;
+        assert_eq!(o.phase(69).0, Phase::PixelNoisy);
+        assert_eq!(o.phase(70).0, Phase::PixelDecoded);
+    }
+
+    #[test]
+    fn learning_rate_warms_up_then_decays() {
+        let mut o = TrainOptions::new("d".into(), "o".into());
+        o.stage = Stage::Fae;
+        o.steps = 1000;
+        o.warmup = 100;
+        assert!(o.learning_rate(0) < o.learning_rate(50));
+        assert!((o.learning_rate(99) - o.lr).abs() < 1e-12);
+        assert!(o.learning_rate(500) < o.lr && o.learning_rate(999) >= 0.1 * o.lr - 1e-12);
+    }
+}

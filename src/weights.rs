@@ -1,0 +1,259 @@
+//! Safe loading of `.safetensors` checkpoints.
+//!
+//! Checkpoints come from users and from the internet, so nothing here trusts the file: pickles are
+//! refused before reading, the JSON header is bounded, and every tensor is checked for name, dtype
+//! and shape against what the model expects, with the offending tensor named in the error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+/// Largest JSON header we accept. Real checkpoints with thousands of tensors stay far below it.
+const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Refuses formats that would execute code when loaded, with a message on how to convert them.
+pub fn refuse_pickle(path: &Path) -> Result<()> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let mut magic = [0u8; 4];
+    let is_zip_or_pickle = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|_| magic.starts_with(b"PK\x03\x04") || magic[0] == 0x80)
+        .unwrap_or(false);
+    if matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt" | "pkl") || is_zip_or_pickle {
+        bail!(
+            "{} is a pickled PyTorch checkpoint, which can run arbitrary code and is never loaded; \
+             convert it first: python -c \"import torch, safetensors.torch as st; \
+             st.save_file(torch.load('IN', weights_only=True), 'OUT.safetensors')\"",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A memory-read safetensors file whose tensors are taken one by one by name.
+pub struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    metadata: BTreeMap<String, String>,
+    names: BTreeSet<String>,
+}
+
+impl WeightFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            bail!("{} is a directory, not a .safetensors file", path.display());
+        }
+        refuse_pickle(path)?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_bytes(path.to_path_buf(), bytes)
+    }
+
+    pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Self> {
+        if bytes.len() < 8 {
+            bail!("{} is empty or truncated (not a safetensors file)", path.display());
+        }
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        if header_len > MAX_HEADER_BYTES || header_len + 8 > bytes.len() as u64 {
+            bail!(
+                "{} is not a valid safetensors file (header of {header_len} bytes, file of {})",
+                path.display(),
+                bytes.len()
+            );
+        }
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        // Deserialising validates that every tensor's byte range lies inside the file.
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt: {e}", path.display()))?;
+        let names = st.names().into_iter().map(|s| s.to_string()).collect();
+        Ok(Self { path, bytes, metadata, names })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let st = SafeTensors::deserialize(&self.bytes).ok()?;
+        st.tensor(name).ok().map(|t| t.shape().to_vec())
+    }
+
+    /// Reads a float tensor as f32, checking its shape.
+    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let st = SafeTensors::deserialize(&self.bytes)?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", self.path.display()))?;
+        if view.shape() != expected {
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {:?}",
+                self.path.display(),
+                view.shape(),
+                expected
+            );
+        }
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => {
+                data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+            }
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            other => bail!(
+                "{}: tensor `{name}` has dtype {other:?}, expected a float type (f32, f16, bf16)",
+                self.path.display()
+            ),
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            bail!("{}: tensor `{name}` holds NaN or infinite values", self.path.display());
+        }
+        Ok(values)
+    }
+
+    /// Reads a tensor onto `device` with the given shape.
+    pub fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>> {
+        let values = self.read_f32(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    pub fn param<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Param<Tensor<D>>> {
+        Ok(Param::from_tensor(self.tensor(name, shape, device)?))
+    }
+}
+
+/// Tracks which tensors a model consumed, so that stray or misnamed ones are reported.
+pub struct TensorReader<'a> {
+    file: &'a WeightFile,
+    prefix: String,
+    used: std::cell::RefCell<BTreeSet<String>>,
+    device: Device,
+}
+
+impl<'a> TensorReader<'a> {
+    pub fn new(file: &'a WeightFile, prefix: &str, device: &Device) -> Self {
+        Self { file, prefix: prefix.to_string(), used: Default::default(), device: device.clone() }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn file(&self) -> &WeightFile {
+        self.file
+    }
+
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.contains(&self.full_name(name))
+    }
+
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let full = self.full_name(name);
+        self.used.borrow_mut().insert(full.clone());
+        self.file.tensor(&full, shape, &self.device)
+    }
+
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>> {
+        Ok(Param::from_tensor(self.tensor(name, shape)?))
+    }
+
+    /// Reads a tensor into host memory (for tables that are processed on the CPU first).
+    pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let full = self.full_name(name);
+        self.used.borrow_mut().insert(full.clone());
+        self.file.read_f32(&full, shape)
+    }
+
+    /// A PyTorch `nn.Linear` (weight `[out, in]`) as burn's `[in, out]` layout.
+    pub fn linear(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<burn::nn::Linear> {
+        let weight = self.tensor(&format!("{name}.weight"), [d_out, d_in])?.transpose();
+        let bias = if bias { Some(self.param(&format!("{name}.bias"), [d_out])?) } else { None };
+        Ok(burn::nn::Linear { weight: Param::from_tensor(weight), bias })
+    }
+
+    pub fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<burn::nn::LayerNorm> {
+        let mut norm = burn::nn::LayerNormConfig::new(dim).with_epsilon(eps).init(&self.device);
+        norm.gamma = self.param(&format!("{name}.weight"), [dim])?;
+        norm.beta = Some(self.param(&format!("{name}.bias"), [dim])?);
+        Ok(norm)
+    }
+
+    /// Names under this reader's prefix that were never consumed, `ignore` prefixes excepted.
+    pub fn unused(&self, ignore: &[&str]) -> Vec<String> {
+        let used = self.used.borrow();
+        self.file
+            .names()
+            .filter(|n| n.starts_with(&self.prefix) && !used.contains(*n))
+            .filter(|n| !ignore.iter().any(|i| n[self.prefix.len()..].starts_with(i)))
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    /// Fails naming the first tensor the model did not expect.
+    pub fn finish(&self, ignore: &[&str]) -> Result<()> {
+        let unused = self.unused(ignore);
+        if let Some(first) = unused.first() {
+            bail!(
+                "{}: unexpected tensor `{first}` ({} unexpected in all): this checkpoint does not \
+                 match the configuration",
+                self.file.path().display(),
+                unused.len()
+            );
+        }
+        Ok(())
+    }
+}
