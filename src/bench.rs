@@ -10,8 +10,10 @@ use serde::Serialize;
 
 use crate::backend::{self, BackendChoice, Compute};
 use crate::encoders::source;
+use crate::fae::Fae;
 
-pub const STAGES: &[&str] = &["encoder"];
+pub const STAGES: &[&str] =
+    &["encoder", "fae_encode", "fae_decode", "pixel_decode", "roundtrip", "train_step"];
 
 #[derive(Debug, Serialize)]
 pub struct BenchRow {
@@ -35,6 +37,8 @@ pub struct BenchOptions {
     pub runs: usize,
     pub sizes: Vec<usize>,
     pub batches: Vec<usize>,
+    /// FAE checkpoint for the model stages (the built-in model when `None`).
+    pub model: Option<std::path::PathBuf>,
 }
 
 /// Backends to measure: the one asked for, or under `auto` the CPU and any hardware GPU.
@@ -82,34 +86,129 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
             bail!("unknown stage `{stage}` (available: {})", STAGES.join(", "));
         }
     }
+    let wanted = |s: &str| options.stage.as_deref().is_none_or(|w| w == s);
     for compute in backends(options.backend)? {
-        let encoder = source::load(options.encoder.as_deref(), &compute.device)?;
-        let info = encoder.info().clone();
+        let mut row = |stage: &str,
+                       model: &str,
+                       size: usize,
+                       batch: usize,
+                       (median_ms, min_ms): (f64, f64)| {
+            emit(&BenchRow {
+                stage: stage.into(),
+                backend: compute.kind.name().into(),
+                adapter: compute.adapter.clone(),
+                model: model.into(),
+                size,
+                batch,
+                runs: options.runs,
+                median_ms,
+                min_ms,
+                peak_mem_mib: peak_mem(&compute),
+            })
+        };
+        let device = &compute.device;
+        if wanted("encoder") {
+            let encoder = source::load(options.encoder.as_deref(), device)?;
+            let info = encoder.info().clone();
+            for &size in &options.sizes {
+                info.check_size(size, size)?;
+                for &batch in &options.batches {
+                    let pixels = random([batch, 3, size, size], device);
+                    let t = time_ms(options.runs, device, || {
+                        let _ = encoder.forward(pixels.clone());
+                    })?;
+                    row("encoder", &info.name, size, batch, t);
+                }
+            }
+        }
+        let model_stages = ["fae_encode", "fae_decode", "pixel_decode", "roundtrip", "train_step"];
+        if !model_stages.iter().any(|s| wanted(s)) {
+            continue;
+        }
+        let fae = match Fae::load(options.model.as_deref(), device) {
+            Ok(fae) => fae,
+            Err(e) if options.stage.is_none() => {
+                eprintln!("note: model stages skipped: {e:#}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let name =
+            options.model.as_ref().map_or("fae-default".to_string(), |p| p.display().to_string());
+        let (d, c) = (fae.config.encoder_dim, fae.config.latent_channels);
         for &size in &options.sizes {
-            info.check_size(size, size)?;
+            fae.encoder.info().check_size(size, size)?;
+            let g = size / fae.config.patch_size;
             for &batch in &options.batches {
-                let pixels = Tensor::<4>::random(
-                    [batch, 3, size, size],
-                    burn::tensor::Distribution::Normal(0.0, 1.0),
-                    &compute.device,
-                );
-                let (median_ms, min_ms) = time_ms(options.runs, &compute.device, || {
-                    let _ = encoder.forward(pixels.clone());
-                })?;
-                emit(&BenchRow {
-                    stage: "encoder".into(),
-                    backend: compute.kind.name().into(),
-                    adapter: compute.adapter.clone(),
-                    model: info.name.clone(),
-                    size,
-                    batch,
-                    runs: options.runs,
-                    median_ms,
-                    min_ms,
-                    peak_mem_mib: peak_mem(&compute),
-                });
+                let features = random([batch, g * g, d], device);
+                let latent = random([batch, g * g, c], device);
+                if wanted("fae_encode") {
+                    let t = time_ms(options.runs, device, || {
+                        let _ = fae.encode_features(features.clone());
+                    })?;
+                    row("fae_encode", &name, size, batch, t);
+                }
+                if wanted("fae_decode") {
+                    let t = time_ms(options.runs, device, || {
+                        let _ = fae.model.feature_decoder.forward(latent.clone(), (g, g));
+                    })?;
+                    row("fae_decode", &name, size, batch, t);
+                }
+                if wanted("pixel_decode") {
+                    let t = time_ms(options.runs, device, || {
+                        let _ = fae.model.pixel_decoder.forward(features.clone(), (g, g));
+                    })?;
+                    row("pixel_decode", &name, size, batch, t);
+                }
+                if wanted("roundtrip") {
+                    let pixels = random([batch, 3, size, size], device);
+                    let t = time_ms(options.runs, device, || {
+                        let tokens = fae.encoder.forward(pixels.clone()).patch_tokens.reshape([
+                            batch,
+                            g * g,
+                            d,
+                        ]);
+                        let _ = fae.decode_latent(fae.encode_features(tokens), (g, g));
+                    })?;
+                    row("roundtrip", &name, size, batch, t);
+                }
+                if wanted("train_step") {
+                    let t = train_step_ms(&fae, batch, g, options.runs, device)?;
+                    row("train_step", &name, size, batch, t);
+                }
             }
         }
     }
     Ok(())
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), device)
+}
+
+/// One optimiser step of the whole model (feature loss through the FAE, L1 through the pixel
+/// decoder) on random features, as training does after the features are cached.
+fn train_step_ms(
+    fae: &Fae,
+    batch: usize,
+    g: usize,
+    runs: usize,
+    device: &Device,
+) -> Result<(f64, f64)> {
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let ad = device.clone().autodiff();
+    let mut model = crate::fae::FaeModel::new(&fae.config, &ad);
+    let mut optim = AdamWConfig::new().init();
+    let features = random([batch, g * g, fae.config.encoder_dim], &ad);
+    let p = fae.config.pix_patch;
+    let target = random([batch, 3, g * p, g * p], &ad);
+    time_ms(runs, device, || {
+        let (mean, _) = model.encoder.forward(features.clone());
+        let restored = model.feature_decoder.forward(mean, (g, g));
+        let image = model.pixel_decoder.forward(features.clone(), (g, g));
+        let loss =
+            (restored - features.clone()).square().mean() + (image - target.clone()).abs().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model.clone(), grads);
+    })
 }

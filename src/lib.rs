@@ -14,6 +14,7 @@ pub mod image_io;
 pub mod inspect;
 pub mod metrics;
 pub mod pca;
+pub mod pipeline;
 pub mod rng;
 pub mod train;
 pub mod weights;

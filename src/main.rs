@@ -4,17 +4,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
+use burn::module::Module;
 use clap::{Parser, Subcommand};
 
 use fae_studio::backend::{self, BackendChoice};
 use fae_studio::bench::{self, BenchOptions};
+use fae_studio::edit::ops::InterpMode;
+use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
-use fae_studio::fae::Fae;
+use fae_studio::fae::{self, CheckpointFile, Fae};
 use fae_studio::features;
 use fae_studio::fsutil::write_png;
 use fae_studio::fsutil::write_safetensors;
 use fae_studio::grid::Grid;
 use fae_studio::image_io::to_rgb8;
+use fae_studio::pipeline;
 use fae_studio::train::{self, Stage, TrainOptions};
 use fae_studio::weights::WeightFile;
 
@@ -61,6 +65,9 @@ enum Command {
         sizes: Vec<usize>,
         #[arg(long, value_delimiter = ',', default_values_t = [1, 8])]
         batches: Vec<usize>,
+        /// FAE checkpoint for the model stages (default: the built-in model).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// List the compute adapters wgpu can see and what `--backend auto` picks.
     Devices,
@@ -89,6 +96,63 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Apply an edit recipe to an image's latent and regenerate it.
+    Edit {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        recipe: PathBuf,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Frames between two images' latents, the ends being their reconstructions.
+    Interpolate {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        #[arg(long, value_enum, default_value_t = Mode::Lerp)]
+        mode: Mode,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Inspection pictures (PCA, channels, similarity, preservation and cycle maps) and metrics.json.
+    Inspect {
+        #[arg(long)]
+        image: PathBuf,
+        /// A second image, compared with a shared PCA basis and cross-image similarity.
+        #[arg(long)]
+        with: Option<PathBuf>,
+        /// Token (row,column) the similarity maps start from; the centre by default.
+        #[arg(long, value_parser = parse_token)]
+        token: Option<(usize, usize)>,
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a checkpoint's inference weights alone (optionally in f16), e.g. to ship a model.
+    Export {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Store weights as f16 (half the size).
+        #[arg(long)]
+        f16: bool,
+    },
     /// Decode a latent (from `encode`, possibly edited elsewhere) into an image.
     Decode {
         #[arg(long)]
@@ -98,6 +162,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Lerp,
+    Slerp,
+}
+
+fn parse_token(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (y, x) = s.split_once(',').ok_or("expected ROW,COLUMN")?;
+    Ok((y.trim().parse().map_err(|_| "bad row")?, x.trim().parse().map_err(|_| "bad column")?))
 }
 
 #[derive(clap::Args)]
@@ -180,12 +255,12 @@ fn run(cli: Cli) -> Result<()> {
                 compute.adapter
             );
         }
-        Command::Bench { json, stage, encoder, runs, sizes, batches } => {
+        Command::Bench { json, stage, encoder, runs, sizes, batches, model } => {
             let options =
-                BenchOptions { stage, backend: cli.backend, encoder, runs, sizes, batches };
+                BenchOptions { stage, backend: cli.backend, encoder, runs, sizes, batches, model };
             if !json {
                 println!(
-                    "{:<10} {:<6} {:>5} {:>5} {:>11} {:>11}  adapter",
+                    "{:<12} {:<6} {:>5} {:>5} {:>11} {:>11}  adapter",
                     "stage", "backend", "size", "batch", "median ms", "peak MiB"
                 );
             }
@@ -195,7 +270,7 @@ fn run(cli: Cli) -> Result<()> {
                 } else {
                     let mem = row.peak_mem_mib.map_or("-".into(), |m| format!("{m:.0}"));
                     println!(
-                        "{:<10} {:<6} {:>5} {:>5} {:>11.1} {:>11}  {}",
+                        "{:<12} {:<6} {:>5} {:>5} {:>11.1} {:>11}  {}",
                         row.stage,
                         row.backend,
                         row.size,
@@ -275,6 +350,51 @@ fn run(cli: Cli) -> Result<()> {
                 metadata,
             )?;
             eprintln!("{}: latent {}x{}x{}", out.display(), l.height, l.width, l.channels);
+        }
+        Command::Edit { image, recipe, model, size, out } => {
+            let compute = backend::select(cli.backend)?;
+            let fae = Fae::load(model.as_deref(), &compute.device)?;
+            let parsed = Recipe::load(&recipe)?;
+            let base = recipe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let start = std::time::Instant::now();
+            let (_, _, decoded) = pipeline::edit(&fae, &image, &parsed, size, base)?;
+            write_png(&out, &to_rgb8(&decoded.image))?;
+            eprintln!(
+                "{}: {} edits in {:.0} ms",
+                out.display(),
+                parsed.edits.len(),
+                start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        Command::Interpolate { from, to, steps, mode, model, size, out } => {
+            let compute = backend::select(cli.backend)?;
+            let fae = Fae::load(model.as_deref(), &compute.device)?;
+            let mode = match mode {
+                Mode::Lerp => InterpMode::Lerp,
+                Mode::Slerp => InterpMode::Slerp,
+            };
+            let frames = pipeline::interpolate(&fae, &from, &to, steps, mode, size, &out)?;
+            eprintln!("{}: {} frames and contact_sheet.png", out.display(), frames.len());
+        }
+        Command::Inspect { image, with, token, model, size, out } => {
+            let compute = backend::select(cli.backend)?;
+            let fae = Fae::load(model.as_deref(), &compute.device)?;
+            let m = pipeline::inspect_to_folder(&fae, &image, with.as_deref(), size, token, &out)?;
+            for item in m["images"].as_array().into_iter().flatten() {
+                println!(
+                    "{}: PSNR {:.2} dB, preservation {:.4}, cycle {:.4}",
+                    item["image"].as_str().unwrap_or(""),
+                    item["psnr"].as_f64().unwrap_or(f64::NAN),
+                    item["preservation_mean"].as_f64().unwrap_or(f64::NAN),
+                    item["cycle_mean"].as_f64().unwrap_or(f64::NAN)
+                );
+            }
+        }
+        Command::Export { model, out, f16 } => {
+            let ckpt = CheckpointFile::open(&model)?;
+            let weights = ckpt.model(&backend::cpu().device)?;
+            fae::save(&out, &ckpt.config, &ckpt.stats, &weights, ckpt.step, None, f16)?;
+            eprintln!("{}: step {}, {} parameters", out.display(), ckpt.step, weights.num_params());
         }
         Command::Decode { latent, model, out } => {
             let compute = backend::select(cli.backend)?;

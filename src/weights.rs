@@ -20,11 +20,13 @@ const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
 /// Refuses formats that would execute code when loaded, with a message on how to convert them.
 pub fn refuse_pickle(path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let mut magic = [0u8; 4];
-    let is_zip_or_pickle = File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|_| magic.starts_with(b"PK\x03\x04") || magic[0] == 0x80)
-        .unwrap_or(false);
+    // A safetensors file starts with an 8-byte length then `{`; pickles start with 0x80 and a
+    // protocol number, PyTorch's zip checkpoints with `PK`.
+    let mut head = [0u8; 9];
+    let read = File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    let is_zip_or_pickle = read >= 2
+        && (head.starts_with(b"PK\x03\x04") || (head[0] == 0x80 && (2..=5).contains(&head[1])))
+        && !(read == 9 && head[8] == b'{');
     if matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt" | "pkl") || is_zip_or_pickle {
         bail!(
             "{} is a pickled PyTorch checkpoint, which can run arbitrary code and is never loaded; \
@@ -62,13 +64,14 @@ impl WeightFile {
         let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
         if header_len > MAX_HEADER_BYTES || header_len + 8 > bytes.len() as u64 {
             bail!(
-                "{} is not a valid safetensors file (header of {header_len} bytes, file of {})",
+                "{} is truncated or not a safetensors file (header of {header_len} bytes, file of {})",
                 path.display(),
                 bytes.len()
             );
         }
-        let (_, meta) = SafeTensors::read_metadata(&bytes)
-            .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).with_context(|| {
+            format!("{} is truncated or not a valid safetensors file", path.display())
+        })?;
         let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
         // Deserialising validates that every tensor's byte range lies inside the file.
         let st = SafeTensors::deserialize(&bytes)
@@ -255,5 +258,35 @@ impl<'a> TensorReader<'a> {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn safetensors_with_header_len(len_low_byte: u8) -> Vec<u8> {
+        // A header padded with spaces so that its length's low byte is the given value.
+        let mut header = br#"{"__metadata__":{"a":"b"}}"#.to_vec();
+        while header.len() % 256 != len_low_byte as usize {
+            header.push(b' ');
+        }
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header);
+        bytes
+    }
+
+    #[test]
+    fn safetensors_whose_length_looks_like_a_pickle_are_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        for low in [0x80u8, 0x50, 0x20] {
+            let path = dir.path().join("m.safetensors");
+            std::fs::write(&path, safetensors_with_header_len(low)).unwrap();
+            let file = WeightFile::open(&path).unwrap();
+            assert_eq!(file.metadata()["a"], "b");
+        }
+        let pickle = dir.path().join("m.safetensors");
+        std::fs::write(&pickle, b"\x80\x04\x95rest of a pickle").unwrap();
+        assert!(format!("{:#}", WeightFile::open(&pickle).err().unwrap()).contains("pickled"));
     }
 }

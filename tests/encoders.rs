@@ -36,7 +36,7 @@ fn reference(io_file: &str) -> Reference {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
+    t.into_data().try_into_vec_as::<f32>().unwrap()
 }
 
 /// The encoder's tokens in the reference order: CLS, registers, patches.
@@ -191,7 +191,7 @@ fn wrong_checkpoints_are_refused_with_the_tensor_named() {
     assert!(format!("{err:#}").contains("encoder.layer.2."), "{err:#}");
     // A configuration with the wrong width names the first mismatching tensor and its shape.
     cfg["num_hidden_layers"] = serde_json::json!(2);
-    cfg["hidden_size"] = serde_json::json!(64);
+    cfg["hidden_size"] = serde_json::json!(96);
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let err = source::load_file(&copy, "broken", &compute.device).err().expect("must fail");
     let msg = format!("{err:#}");

@@ -287,3 +287,51 @@ impl FaeModel {
         }
     }
 }
+
+/// Re-initialises every linear layer from `seed` alone (uniform in ±1/sqrt(fan_in), zero biases;
+/// norms keep their ones), so a run is reproducible whatever else uses the backend's generator.
+pub fn seeded_init(model: FaeModel, seed: u64) -> FaeModel {
+    struct Init {
+        path: Vec<String>,
+        seed: u64,
+    }
+    impl burn::module::ModuleMapper for Init {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            let path = self.path.join(".");
+            let is_weight = path.ends_with(".weight") && D == 2;
+            let is_bias = path.ends_with(".bias");
+            if !is_weight && !is_bias {
+                return param;
+            }
+            let stream = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
+            let seed = self.seed;
+            param.map(|t| {
+                let dims = t.dims();
+                let require_grad = t.is_require_grad();
+                let n: usize = dims.iter().product();
+                let values = if is_weight {
+                    let bound = 1.0 / (dims[0] as f64).sqrt();
+                    let mut rng = crate::rng::Rng::derive(seed, 0, stream);
+                    (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect()
+                } else {
+                    vec![0.0; n]
+                };
+                Tensor::<1>::from_data(TensorData::new(values, [n]), &t.device())
+                    .reshape(dims)
+                    .set_require_grad(require_grad)
+            })
+        }
+    }
+    model.map(&mut Init { path: Vec::new(), seed })
+}
