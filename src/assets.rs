@@ -11,10 +11,8 @@ pub fn dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("FAE_STUDIO_ASSETS") {
         candidates.push(PathBuf::from(dir));
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(parent) = exe.parent() {
-            candidates.push(parent.join("assets"));
-        }
+    if let Some(parent) = std::env::current_exe().ok().as_deref().and_then(|e| e.parent()) {
+        candidates.push(parent.join("assets"));
     }
     candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets"));
     match candidates.iter().find(|d| d.is_dir()) {

@@ -81,10 +81,8 @@ fn peak_mem(compute: &Compute) -> Option<f64> {
 
 /// Runs the selected stages, calling `emit` with each row as soon as it is measured.
 pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()> {
-    if let Some(stage) = &options.stage {
-        if !STAGES.contains(&stage.as_str()) {
-            bail!("unknown stage `{stage}` (available: {})", STAGES.join(", "));
-        }
+    if let Some(stage) = options.stage.as_ref().filter(|s| !STAGES.contains(&s.as_str())) {
+        bail!("unknown stage `{stage}` (available: {})", STAGES.join(", "));
     }
     let wanted = |s: &str| options.stage.as_deref().is_none_or(|w| w == s);
     for compute in backends(options.backend)? {

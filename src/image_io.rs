@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn shorter_side_is_fitted_then_centre_cropped() {
         let img = Rgb32FImage::from_fn(60, 30, |x, _| {
-            image::Rgb([if x < 15 || x >= 45 { 1.0 } else { 0.0 }; 3])
+            image::Rgb([if (15..45).contains(&x) { 0.0 } else { 1.0 }; 3])
         });
         // Same height: no resampling, only a centre crop of the dark middle.
         let out = fit_and_crop(&img, 30, 30);

@@ -217,7 +217,7 @@ fn unreachable_hub_gives_a_clear_error_and_the_cache_works_offline() {
         std::env::set_var("HF_HOME", home.path());
         std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
     }
-    let err = source::resolve(Some("facebook/dinov2-base")).err().expect("no network here");
+    let err = source::resolve(Some("facebook/dinov2-base")).expect_err("no network here");
     let msg = format!("{err:#}");
     assert!(msg.contains("facebook/dinov2-base") && msg.contains("download"), "{msg}");
     // A repository already in the standard cache layout loads without any network.

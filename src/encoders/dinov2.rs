@@ -183,7 +183,7 @@ pub struct Dinov2 {
 impl Dinov2 {
     pub fn load(r: &TensorReader, config: Dinov2Config, name: &str) -> Result<Self> {
         let d = config.hidden_size;
-        if d % config.num_attention_heads != 0 {
+        if !d.is_multiple_of(config.num_attention_heads) {
             bail!("hidden size {d} is not divisible by {} heads", config.num_attention_heads);
         }
         let g = config.position_grid();

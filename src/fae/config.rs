@@ -102,7 +102,7 @@ impl FaeConfig {
                 );
             }
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             bail!(
                 "image size {} is not a multiple of patch size {}",
                 self.image_size,
