@@ -29,7 +29,7 @@ pub struct ImageFeatures {
 }
 
 fn host(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 tensor data")
+    t.into_data().try_into_vec_as::<f32>().expect("f32 tensor data")
 }
 
 /// Encodes the image at `path` at `size x size`.

@@ -36,7 +36,7 @@ fn reference(io_file: &str) -> Reference {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
+    t.into_data().try_into_vec_as::<f32>().unwrap()
 }
 
 /// The encoder's tokens in the reference order: CLS, registers, patches.

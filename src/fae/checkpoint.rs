@@ -35,7 +35,7 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
-        let values = tensor.into_data().convert::<f32>().to_vec().expect("float parameter");
+        let values = tensor.into_data().try_into_vec_as::<f32>().expect("float parameter");
         self.params.push(NamedParam {
             path: self.path.join("."),
             id: param.id.val(),
@@ -74,7 +74,7 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let path = self.path.join(".");
-        let shape = param.lazy_shape().dims.clone();
+        let shape = param.lazy_shape().to_vec();
         match self.file.read_f32(&format!("{}{path}", self.prefix), &shape) {
             Ok(values) => {
                 let device = param.lazy_device();

@@ -234,14 +234,14 @@ pub struct Decoded {
 
 fn to_grid(t: Tensor<3>, grid: (usize, usize)) -> Grid {
     let [_, _, c] = t.dims();
-    let data = t.into_data().convert::<f32>().to_vec().expect("f32 data");
+    let data = t.into_data().try_into_vec_as::<f32>().expect("f32 data");
     Grid { height: grid.0, width: grid.1, channels: c, data }
 }
 
 /// `[1, 3, H, W]` in [0, 1] to an image, clamped.
 pub fn tensor_to_image(t: Tensor<4>) -> Rgb32FImage {
     let [_, _, h, w] = t.dims();
-    let data = t.clamp(0.0, 1.0).into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+    let data = t.clamp(0.0, 1.0).into_data().try_into_vec_as::<f32>().expect("f32 data");
     Rgb32FImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
         image::Rgb([data[i], data[h * w + i], data[2 * h * w + i]])

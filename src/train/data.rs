@@ -67,7 +67,7 @@ impl Dataset {
         walk(root, &mut files)?;
         let mut data = Dataset::default();
         let mut class_index: HashMap<String, usize> = HashMap::new();
-        let mut seen = HashMap::new();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
         let mut all = Vec::new();
         for path in files {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -88,7 +88,7 @@ impl Dataset {
             };
             let hash = format!("{:x}", Sha256::digest(&bytes));
             if let Some(first) = seen.get(&hash) {
-                data.skipped.push((path, format!("duplicate of {}", Path::display(first))));
+                data.skipped.push((path, format!("duplicate of {}", first.display())));
                 continue;
             }
             seen.insert(hash.clone(), path.clone());
@@ -334,7 +334,7 @@ impl FeatureSource<'_> {
                 .collect();
             let tokens = self.encoder.forward(Tensor::cat(pixels, 0)).patch_tokens;
             let [b, gh, gw, d] = tokens.dims();
-            let values: Vec<f32> = tokens.into_data().convert::<f32>().to_vec().expect("f32 data");
+            let values: Vec<f32> = tokens.into_data().try_into_vec_as::<f32>().expect("f32 data");
             let per = gh * gw * d;
             for (k, (i, image)) in pending.into_iter().enumerate().take(b) {
                 let features = Grid {

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::GradientClippingConfig;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use image::{Rgb32FImage, RgbImage};
@@ -273,7 +273,7 @@ pub fn train(
         .init();
     if let Some(bytes) = resumed.as_ref().map(|c| c.optimizer_bytes()).transpose()?.flatten() {
         optimizer = optimizer
-            .from_bytes(bytes.into())
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| anyhow::anyhow!("cannot restore the optimizer state: {e}"))?;
     }
     let mut step = resumed.as_ref().map_or(0, |c| c.step);
@@ -611,7 +611,7 @@ fn pixel_loss(
 fn resize_to(image: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
     use burn::tensor::module::interpolate;
     use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-    interpolate(image, [h, w], InterpolateOptions::new(InterpolateMode::Bilinear))
+    interpolate(image, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w]))
 }
 
 fn normalise(image: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> {
@@ -718,7 +718,7 @@ fn latent_stats(
         let features = grids_to_tensor(samples.iter().map(|s| &s.features), &source.device);
         let (mean, _) = ema.encoder.forward(features);
         let ch = mean.dims()[2];
-        let values: Vec<f32> = mean.into_data().convert::<f32>().to_vec().expect("f32");
+        let values: Vec<f32> = mean.into_data().try_into_vec_as::<f32>().expect("f32");
         if sum.is_empty() {
             sum = vec![0.0; ch];
             sq = vec![0.0; ch];
@@ -771,7 +771,7 @@ fn validate(
             height: grid.0,
             width: grid.1,
             channels: sample.features.channels,
-            data: restored.into_data().convert::<f32>().to_vec().expect("f32"),
+            data: restored.into_data().try_into_vec_as::<f32>().expect("f32"),
         };
         let cycle = fae.features_of(&image, grid);
         let (w, h) = image.dimensions();
