@@ -25,7 +25,11 @@ pub fn refuse_pickle(path: &Path) -> Result<()> {
         .and_then(|mut f| f.read_exact(&mut magic))
         .map(|_| magic.starts_with(b"PK\x03\x04") || magic[0] == 0x80)
         .unwrap_or(false);
-    if matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt" | "pkl") || is_zip_or_pickle {
+    // A safetensors file starts with its header length, whose first byte may be 0x80 too: only
+    // other extensions are judged by their first bytes (a pickle renamed .safetensors still fails
+    // to parse, and is never unpickled).
+    let sniffed = is_zip_or_pickle && ext != "safetensors";
+    if matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt" | "pkl") || sniffed {
         bail!(
             "{} is a pickled PyTorch checkpoint, which can run arbitrary code and is never loaded; \
              convert it first: python -c \"import torch, safetensors.torch as st; \

@@ -217,7 +217,7 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     for (k, pane) in panes.iter().enumerate() {
         let pane_rect = Rect::from_min_size(
             area.min + Vec2::new(k as f32 * (pane_w + gap), 0.0),
-            Vec2::new(pane_w, area.height() - 18.0),
+            Vec2::new(pane_w, area.height()),
         );
         let img_rect = image_rect(pane_rect.shrink(4.0), aspect, st.canvas.zoom, st.canvas.pan);
         let clip = painter.with_clip_rect(pane_rect);
@@ -256,8 +256,8 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             }
         }
         clip.text(
-            pane_rect.left_bottom() + Vec2::new(4.0, 16.0),
-            egui::Align2::LEFT_BOTTOM,
+            pane_rect.left_top() + Vec2::new(6.0, 4.0),
+            egui::Align2::LEFT_TOP,
             pane.label(),
             egui::FontId::proportional(13.0),
             label_colour,
