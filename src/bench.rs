@@ -84,9 +84,12 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
     }
     let wants = |stage: &str| options.stage.as_deref().is_none_or(|s| s == stage);
     for compute in backends(options.backend)? {
-        let has_model = crate::assets::path(crate::fae::DEFAULT_MODEL).is_ok();
+        let has_model = crate::assets::path(crate::fae::DEFAULT_MODEL).is_ok()
+            || std::env::var_os(crate::app::MODEL_ENV).is_some();
         if wants("interaction") && (options.stage.is_some() || has_model) {
-            interaction(options, &compute, &mut emit)?;
+            for row in crate::app::latency::interaction(&compute, options.runs, &options.sizes)? {
+                emit(&row);
+            }
         }
         if !wants("encoder") {
             continue;
@@ -118,59 +121,6 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
                 });
             }
         }
-    }
-    Ok(())
-}
-
-/// Interaction latency: a brush stroke on the latent (applied through the editing engine, as the
-/// app does) to the regenerated image, with the built-in model on the sample photo.
-fn interaction(
-    options: &BenchOptions,
-    compute: &Compute,
-    emit: &mut impl FnMut(&BenchRow),
-) -> Result<()> {
-    use crate::edit::history::History;
-    use crate::edit::mask::Mask;
-    use crate::edit::ops::{Edit, LatentSource};
-    use crate::grid::Grid;
-
-    struct NoSources;
-    impl LatentSource for NoSources {
-        fn latent(&self, path: &str) -> Result<Grid> {
-            bail!("no source {path}")
-        }
-        fn latents_in(&self, folder: &str) -> Result<Vec<Grid>> {
-            bail!("no folder {folder}")
-        }
-    }
-    let fae = crate::fae::Fae::load(None, &compute.device)?;
-    let sample = crate::assets::path("samples/chelsea.png")?;
-    for &size in &options.sizes {
-        let encoded = fae.encode_image(&sample, Some(size))?;
-        let mut history = History::new(encoded.latent);
-        let mut seed = 0u64;
-        let (median_ms, min_ms) = time_ms(options.runs, &compute.device, || {
-            seed += 1;
-            let x = 0.2 + 0.6 * ((seed % 7) as f32 / 7.0);
-            let stroke = Mask::stroke(vec![[x, 0.3], [x + 0.1, 0.5], [x, 0.7]], 0.08, 0.5);
-            let edit = Edit::Noise { seed, sigma: 0.8, mask: Some(stroke) };
-            if let Ok(latent) = history.push(edit, &NoSources) {
-                let latent = latent.clone();
-                let _ = fae.decode(&latent);
-            }
-        })?;
-        emit(&BenchRow {
-            stage: "interaction".into(),
-            backend: compute.kind.name().into(),
-            adapter: compute.adapter.clone(),
-            model: format!("{} + FAE", fae.config.encoder),
-            size,
-            batch: 1,
-            runs: options.runs,
-            median_ms,
-            min_ms,
-            peak_mem_mib: peak_mem(compute),
-        });
     }
     Ok(())
 }

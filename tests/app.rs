@@ -124,13 +124,15 @@ fn paint_a_stroke_then_undo_and_redo() {
     let at = |fx: f32, fy: f32| Pos2::new(r.min.x + fx * r.width(), r.min.y + fy * r.height());
     drag(&mut h, &[at(0.2, 0.3), at(0.35, 0.4), at(0.5, 0.5), at(0.7, 0.6)]);
     assert_eq!(history_len(h.state()), 1, "the stroke is one edit");
-    let edit = h.state().state.active_doc().unwrap().history.as_ref().unwrap().recipe().edits[0].clone();
+    let edit =
+        h.state().state.active_doc().unwrap().history.as_ref().unwrap().recipe().edits[0].clone();
     assert_eq!(edit.name(), "noise");
 
     // The regenerated image arrives and differs from the reconstruction.
     wait(&mut h, 60, "the regenerated image", |a| {
         let d = a.state.active_doc().unwrap();
-        d.edited.as_ref().map(|e| e.key) != before && d.requested == d.edited.as_ref().map(|e| e.key)
+        d.edited.as_ref().map(|e| e.key) != before
+            && d.requested == d.edited.as_ref().map(|e| e.key)
     });
     let doc = h.state().state.active_doc().unwrap();
     let recon = &doc.analysis.as_ref().unwrap().recon;

@@ -6,7 +6,8 @@
 #   tools/screenshot.sh [out.png]          # WAIT=seconds to wait (default 45)
 #
 # Needs: xvfb, imagemagick (`import`), mesa-vulkan-drivers. Uses a fresh session, so the sample
-# photo opens as for a new user.
+# photo opens as for a new user. FAE_STUDIO_MODEL=path.safetensors uses another checkpoint than
+# the built-in model; FAE_STUDIO_BIN picks the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/screenshot.png}
@@ -31,7 +32,8 @@ trap cleanup EXIT
 sleep 1
 export DISPLAY=":$NUM"
 FRESH=$(mktemp -d)
-export XDG_DATA_HOME="$FRESH/data" XDG_CONFIG_HOME="$FRESH/config"
+mkdir -p "$FRESH/run" && chmod 700 "$FRESH/run"
+export XDG_DATA_HOME="$FRESH/data" XDG_CONFIG_HOME="$FRESH/config" XDG_RUNTIME_DIR="$FRESH/run"
 "$BIN" &
 APP=$!
 sleep "$WAIT"

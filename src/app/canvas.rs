@@ -153,7 +153,11 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             None => "Loading the model…".to_string(),
         };
         ui.colored_label(
-            if st.model_error.is_some() { Color32::from_rgb(230, 120, 60) } else { ui.visuals().text_color() },
+            if st.model_error.is_some() {
+                Color32::from_rgb(230, 120, 60)
+            } else {
+                ui.visuals().text_color()
+            },
             egui::RichText::new(text).size(18.0),
         );
         if st.model_error.is_some() && ui.button("Load a checkpoint…").clicked() {
@@ -196,10 +200,14 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let n = panes.len() as f32;
     let gap = 6.0;
     let pane_w = (area.width() - gap * (n - 1.0)) / n;
-    let aspect = doc.analysis.as_ref().map_or(1.0, |a| {
-        let (w, h) = a.image.dimensions();
-        w as f32 / h.max(1) as f32
-    });
+    let aspect = match (&doc.analysis, &doc.thumb) {
+        (Some(a), _) => {
+            let (w, h) = a.image.dimensions();
+            w as f32 / h.max(1) as f32
+        }
+        (None, Some(t)) => t.aspect_ratio(),
+        (None, None) => 1.0,
+    };
     let grid = doc.analysis.as_ref().map(|a| (a.latent.height, a.latent.width));
     let doc_id = doc.id;
     let label_colour = ui.visuals().strong_text_color();
@@ -208,6 +216,9 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let (original, recon, edited) = (tex.original.clone(), tex.recon.clone(), tex.edited.clone());
     let thumb = doc.thumb.clone();
     let status_text = match &doc.status {
+        super::state::DocStatus::Queued if st.model.is_none() => {
+            Some("waiting for a model".to_string())
+        }
         super::state::DocStatus::Queued => Some("encoding…".to_string()),
         super::state::DocStatus::Failed(e) => Some(format!("failed: {e}")),
         super::state::DocStatus::Ready => None,
@@ -230,17 +241,17 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         if let Some(t) = &tex {
             clip.image(t.id(), img_rect, uv, Color32::WHITE);
         }
-        if *pane == Pane::Split {
-            if let Some(after) = edited.clone().or(recon.clone()) {
-                let x = img_rect.min.x + img_rect.width() * st.canvas.split;
-                let right = Rect::from_min_max(Pos2::new(x, img_rect.min.y), img_rect.max);
-                let right_uv = Rect::from_min_max(Pos2::new(st.canvas.split, 0.0), Pos2::new(1.0, 1.0));
-                clip.image(after.id(), right, right_uv, Color32::WHITE);
-                clip.line_segment(
-                    [Pos2::new(x, img_rect.min.y), Pos2::new(x, img_rect.max.y)],
-                    Stroke::new(2.0, Color32::WHITE),
-                );
-            }
+        if *pane == Pane::Split
+            && let Some(after) = edited.clone().or(recon.clone())
+        {
+            let x = img_rect.min.x + img_rect.width() * st.canvas.split;
+            let right = Rect::from_min_max(Pos2::new(x, img_rect.min.y), img_rect.max);
+            let right_uv = Rect::from_min_max(Pos2::new(st.canvas.split, 0.0), Pos2::new(1.0, 1.0));
+            clip.image(after.id(), right, right_uv, Color32::WHITE);
+            clip.line_segment(
+                [Pos2::new(x, img_rect.min.y), Pos2::new(x, img_rect.max.y)],
+                Stroke::new(2.0, Color32::WHITE),
+            );
         }
         if let Some(map) = &overlay {
             let mut opts = DrawOptions { alpha: 0.55, ..Default::default() };
@@ -250,10 +261,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             let on_gpu = st.gpu && st.session.settings.gpu_maps;
             gpu::draw(&clip, img_rect, map, opts, on_gpu, &mut st.maps);
         }
-        if st.session.settings.show_grid {
-            if let Some((gh, gw)) = grid {
-                gpu::grid_lines(&clip, img_rect, gh, gw);
-            }
+        if st.session.settings.show_grid
+            && let Some((gh, gw)) = grid
+        {
+            gpu::grid_lines(&clip, img_rect, gh, gw);
         }
         clip.text(
             pane_rect.left_top() + Vec2::new(6.0, 4.0),
@@ -293,34 +304,36 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         }
     }
     let brush_tool = st.session.settings.tool == CanvasTool::Brush;
-    if let Some((fx, fy)) = hovered {
-        if brush_tool {
-            let radius = st.session.settings.brush.radius;
-            for (_, r) in &rects {
-                let c = Pos2::new(r.min.x + fx * r.width(), r.min.y + fy * r.height());
-                painter.with_clip_rect(area).circle_stroke(
-                    c,
-                    radius * r.width(),
-                    Stroke::new(1.5, Color32::from_rgb(255, 255, 255)),
-                );
-            }
+    if let Some((fx, fy)) = hovered
+        && brush_tool
+    {
+        let radius = st.session.settings.brush.radius;
+        for (_, r) in &rects {
+            let c = Pos2::new(r.min.x + fx * r.width(), r.min.y + fy * r.height());
+            painter.with_clip_rect(area).circle_stroke(
+                c,
+                radius * r.width(),
+                Stroke::new(1.5, Color32::from_rgb(255, 255, 255)),
+            );
         }
     }
     let painting = brush_tool && resp.dragged_by(egui::PointerButton::Primary);
-    if painting && grid.is_some() {
-        if let Some((fx, fy)) = hovered {
-            st.canvas.painting = true;
-            st.stroke_point([fx, fy]);
-        }
+    if painting
+        && grid.is_some()
+        && let Some((fx, fy)) = hovered
+    {
+        st.canvas.painting = true;
+        st.stroke_point([fx, fy]);
     }
     if st.canvas.painting && !painting {
         st.canvas.painting = false;
         st.end_stroke();
     }
-    if brush_tool && resp.clicked() {
-        if let Some((fx, fy)) = hovered {
-            st.stroke_point([fx, fy]);
-            st.end_stroke();
-        }
+    if brush_tool
+        && resp.clicked()
+        && let Some((fx, fy)) = hovered
+    {
+        st.stroke_point([fx, fy]);
+        st.end_stroke();
     }
 }

@@ -105,12 +105,12 @@ impl AppState {
         let b = &self.session.settings.brush;
         let mask = Mask::stroke(points, b.radius.max(1e-3), b.hardness.clamp(0.0, 1.0));
         Some(match b.kind {
-            BrushKind::Transplant => Edit::Transplant {
-                source: self.source_doc()?.key(),
-                mask,
-                strength: b.strength,
-            },
-            BrushKind::Noise => Edit::Noise { seed: self.edit.seed, sigma: b.strength, mask: Some(mask) },
+            BrushKind::Transplant => {
+                Edit::Transplant { source: self.source_doc()?.key(), mask, strength: b.strength }
+            }
+            BrushKind::Noise => {
+                Edit::Noise { seed: self.edit.seed, sigma: b.strength, mask: Some(mask) }
+            }
             BrushKind::Smooth => Edit::Smooth {
                 radius: None,
                 sigma: Some(0.3 + 2.0 * b.strength.max(0.0)),
@@ -149,10 +149,10 @@ impl AppState {
         }
         let points = std::mem::take(&mut self.edit.stroke);
         self.edit.preview = None;
-        if let Some(edit) = self.brush_edit(points) {
-            if self.push_edit(edit) {
-                self.edit.seed = self.edit.seed.wrapping_add(1);
-            }
+        if let Some(edit) = self.brush_edit(points)
+            && self.push_edit(edit)
+        {
+            self.edit.seed = self.edit.seed.wrapping_add(1);
         }
     }
 
@@ -226,12 +226,8 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
 
     // Source image for transplant and blend.
     let active = st.active_doc().map(|d| d.id);
-    let candidates: Vec<(u64, String)> = st
-        .docs
-        .iter()
-        .filter(|d| Some(d.id) != active)
-        .map(|d| (d.id, d.name.clone()))
-        .collect();
+    let candidates: Vec<(u64, String)> =
+        st.docs.iter().filter(|d| Some(d.id) != active).map(|d| (d.id, d.name.clone())).collect();
     let current = st.source_doc().map_or("(open a second image)".to_string(), |d| d.name.clone());
     egui::ComboBox::from_label("source")
         .selected_text(current)
@@ -288,10 +284,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             ui.label(label);
             ui.add(egui::TextEdit::singleline(text).desired_width(140.0))
                 .on_hover_text("A folder of images showing the attribute (or its absence)");
-            if ui.button("…").on_hover_text("Pick the folder").clicked() {
-                if let Some(f) = pick_folder() {
-                    *text = f.to_string_lossy().into_owned();
-                }
+            if ui.button("…").on_hover_text("Pick the folder").clicked()
+                && let Some(f) = pick_folder()
+            {
+                *text = f.to_string_lossy().into_owned();
             }
         });
     }
@@ -340,19 +336,17 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     ui.separator();
     ui.heading("Recipe");
     ui.horizontal(|ui| {
-        if ui.button("Save recipe…").on_hover_text("Save this image's edits as JSON").clicked() {
-            if let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).save_file() {
-                if let Err(e) = st.save_recipe(&p) {
-                    st.notify(format!("{e:#}"), true);
-                }
-            }
+        if ui.button("Save recipe…").on_hover_text("Save this image's edits as JSON").clicked()
+            && let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).save_file()
+            && let Err(e) = st.save_recipe(&p)
+        {
+            st.notify(format!("{e:#}"), true);
         }
-        if ui.button("Load recipe…").on_hover_text("Replace this image's edits").clicked() {
-            if let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).pick_file() {
-                if let Err(e) = st.load_recipe(&p) {
-                    st.notify(format!("{e:#}"), true);
-                }
-            }
+        if ui.button("Load recipe…").on_hover_text("Replace this image's edits").clicked()
+            && let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).pick_file()
+            && let Err(e) = st.load_recipe(&p)
+        {
+            st.notify(format!("{e:#}"), true);
         }
     });
 }

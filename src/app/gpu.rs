@@ -331,16 +331,14 @@ pub struct TextureCache {
 
 impl TextureCache {
     fn get(&mut self, ctx: &egui::Context, map: &TokenMap) -> TextureHandle {
-        if let Some((v, t)) = self.textures.get(&map.key) {
-            if *v == map.version {
-                return t.clone();
-            }
+        if let Some((v, t)) = self.textures.get(&map.key)
+            && *v == map.version
+        {
+            return t.clone();
         }
         let img = map.cpu_image();
-        let color = egui::ColorImage::from_rgb(
-            [img.width() as usize, img.height() as usize],
-            img.as_raw(),
-        );
+        let color =
+            egui::ColorImage::from_rgb([img.width() as usize, img.height() as usize], img.as_raw());
         let tex = ctx.load_texture(format!("map-{}", map.key), color, TextureOptions::NEAREST);
         self.textures.insert(map.key, (map.version, tex.clone()));
         tex

@@ -36,15 +36,16 @@ pub fn describe(edit: &Edit) -> String {
 
 pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     ui.heading("History");
-    let (can_undo, can_redo, applied, undone) = match st.active_doc().and_then(|d| d.history.as_ref()) {
-        Some(h) => (
-            h.can_undo(),
-            h.can_redo(),
-            h.recipe().edits.iter().map(describe).collect::<Vec<_>>(),
-            h.redo_edits().map(describe).collect::<Vec<_>>(),
-        ),
-        None => (false, false, Vec::new(), Vec::new()),
-    };
+    let (can_undo, can_redo, applied, undone) =
+        match st.active_doc().and_then(|d| d.history.as_ref()) {
+            Some(h) => (
+                h.can_undo(),
+                h.can_redo(),
+                h.recipe().edits.iter().map(describe).collect::<Vec<_>>(),
+                h.redo_edits().map(describe).collect::<Vec<_>>(),
+            ),
+            None => (false, false, Vec::new(), Vec::new()),
+        };
     ui.horizontal(|ui| {
         if ui
             .add_enabled(can_undo, egui::Button::new("Undo"))

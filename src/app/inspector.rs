@@ -23,8 +23,11 @@ pub struct InspectorState {
     /// Where the main map was drawn last frame.
     pub map_rect: Option<Rect>,
     pcas: HashMap<(usize, u8), Arc<Pca>>,
-    data: HashMap<(u64, u8), (u64, Arc<Vec<f32>>)>,
+    data: HashMap<(u64, u8), Versioned>,
 }
+
+/// Host data of one grid with the document version it was taken at.
+type Versioned = (u64, Arc<Vec<f32>>);
 
 fn key(parts: impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -53,10 +56,10 @@ impl InspectorState {
     fn data(&mut self, doc: &Document, which: Which) -> Option<Arc<Vec<f32>>> {
         let g = grid_of(doc, which)?;
         let k = (doc.id, which as u8);
-        if let Some((v, d)) = self.data.get(&k) {
-            if *v == doc.version {
-                return Some(d.clone());
-            }
+        if let Some((v, d)) = self.data.get(&k)
+            && *v == doc.version
+        {
+            return Some(d.clone());
         }
         let d = Arc::new(g.data.clone());
         self.data.insert(k, (doc.version, d.clone()));
@@ -191,7 +194,13 @@ pub fn current_picture(st: &mut AppState, cell: u32) -> Option<RgbImage> {
     ))
 }
 
-fn map_widget(ui: &mut egui::Ui, st: &mut AppState, map: &TokenMap, side: f32, marker: bool) -> egui::Response {
+fn map_widget(
+    ui: &mut egui::Ui,
+    st: &mut AppState,
+    map: &TokenMap,
+    side: f32,
+    marker: bool,
+) -> egui::Response {
     let (rect, resp) = ui.allocate_exact_size(Vec2::splat(side), Sense::click_and_drag());
     let mut opts = DrawOptions::default();
     if marker {
@@ -202,7 +211,13 @@ fn map_widget(ui: &mut egui::Ui, st: &mut AppState, map: &TokenMap, side: f32, m
     resp
 }
 
-fn main_map(ui: &mut egui::Ui, st: &mut AppState, map: &TokenMap, side: f32, marker: bool) -> egui::Response {
+fn main_map(
+    ui: &mut egui::Ui,
+    st: &mut AppState,
+    map: &TokenMap,
+    side: f32,
+    marker: bool,
+) -> egui::Response {
     let resp = map_widget(ui, st, map, side, marker);
     st.inspector.map_rect = Some(resp.rect);
     resp
@@ -246,7 +261,8 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         }
         InspectorView::Similarity => {
             ui.label("Hover a token (here or on the canvas)");
-            let (h, w) = st.docs[i].analysis.as_ref().map_or((1, 1), |a| (a.latent.height, a.latent.width));
+            let (h, w) =
+                st.docs[i].analysis.as_ref().map_or((1, 1), |a| (a.latent.height, a.latent.width));
             let map = view_map(st, i, view).or_else(|| view_map(st, i, InspectorView::FeaturesPca));
             if let Some(map) = map {
                 let resp = main_map(ui, st, &map, side, true);
@@ -276,7 +292,9 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                     }
                 })
                 .response
-                .on_hover_text("Show the hovered token's similarity to every token of a second image");
+                .on_hover_text(
+                    "Show the hovered token's similarity to every token of a second image",
+                );
             if let Some(map) = across_map(st, i) {
                 map_widget(ui, st, &map, side, false);
             }
@@ -287,7 +305,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                 let tip = match view {
                     InspectorView::Semantic | InspectorView::Cycle => {
                         let (lo, hi) = inspect::value_range(&map.data);
-                        format!("{}; cosine from {lo:.3} (dark) to {hi:.3} (yellow)", view.tooltip())
+                        format!(
+                            "{}; cosine from {lo:.3} (dark) to {hi:.3} (yellow)",
+                            view.tooltip()
+                        )
                     }
                     _ => view.tooltip().to_string(),
                 };
@@ -309,7 +330,7 @@ fn channel_grid(ui: &mut egui::Ui, st: &mut AppState, i: usize, side: f32) {
     let picked = st.edit.channel;
     s_stats(ui, &stats, picked);
     egui::Grid::new("channel-grid").spacing(Vec2::splat(3.0)).show(ui, |ui| {
-        for c in 0..channels {
+        for (c, s) in stats.iter().enumerate().take(channels) {
             let map = TokenMap {
                 key: key((id, "grid", c)),
                 version,
@@ -317,7 +338,7 @@ fn channel_grid(ui: &mut egui::Ui, st: &mut AppState, i: usize, side: f32) {
                 width: w,
                 dim: channels,
                 data: data.clone(),
-                kind: MapKind::Channel { channel: c, lo: stats[c].min, hi: stats[c].max },
+                kind: MapKind::Channel { channel: c, lo: s.min, hi: s.max },
             };
             let (rect, resp) = ui.allocate_exact_size(Vec2::splat(cell), Sense::click());
             let on_gpu = st.gpu && st.session.settings.gpu_maps;

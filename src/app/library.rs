@@ -38,7 +38,8 @@ pub fn open_folder_dialog(st: &mut AppState) {
 pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     ui.heading("Library");
     ui.horizontal(|ui| {
-        if ui.button("Open…").on_hover_text("Open images (Ctrl+O); or drop files here").clicked() {
+        if ui.button("Open…").on_hover_text("Open images (Ctrl+O); or drop files here").clicked()
+        {
             open_dialog(st);
         }
         if ui.button("Folder…").on_hover_text("Open every image of a folder").clicked() {
@@ -57,11 +58,11 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             let selected = st.active == Some(i);
             let doc = &st.docs[i];
             let status = match &doc.status {
+                DocStatus::Queued if st.model.is_none() => "waiting for a model".to_string(),
                 DocStatus::Queued => "encoding…".to_string(),
-                DocStatus::Ready => doc
-                    .history
-                    .as_ref()
-                    .map_or(String::new(), |h| format!("{} edits", h.len())),
+                DocStatus::Ready => {
+                    doc.history.as_ref().map_or(String::new(), |h| format!("{} edits", h.len()))
+                }
                 DocStatus::Failed(e) => format!("failed: {e}"),
             };
             let frame = egui::Frame::group(ui.style()).fill(if selected {
@@ -75,16 +76,23 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                         match &doc.thumb {
                             Some(t) => {
                                 let size = t.size_vec2();
-                                ui.add(egui::Image::new((t.id(), size)).max_size(Vec2::splat(THUMB as f32)));
+                                ui.add(
+                                    egui::Image::new((t.id(), size))
+                                        .max_size(Vec2::splat(THUMB as f32)),
+                                );
                             }
                             None => {
-                                ui.allocate_exact_size(Vec2::splat(THUMB as f32), egui::Sense::hover());
+                                ui.allocate_exact_size(
+                                    Vec2::splat(THUMB as f32),
+                                    egui::Sense::hover(),
+                                );
                             }
                         }
                         ui.vertical(|ui| {
                             ui.label(&doc.name);
                             ui.weak(status);
-                            if ui.small_button("close").on_hover_text("Close this image").clicked() {
+                            if ui.small_button("close").on_hover_text("Close this image").clicked()
+                            {
                                 close = Some(i);
                             }
                         });

@@ -10,6 +10,7 @@ pub mod edit;
 pub mod gpu;
 pub mod history;
 pub mod inspector;
+pub mod latency;
 pub mod library;
 pub mod models;
 pub mod state;
@@ -59,6 +60,10 @@ impl Default for AppOptions {
     }
 }
 
+/// Environment variable naming an FAE checkpoint to use instead of the built-in model (the app
+/// and the `interaction` benchmark read it).
+pub const MODEL_ENV: &str = "FAE_STUDIO_MODEL";
+
 /// The sample photo a new user sees first.
 pub fn sample_image() -> Option<PathBuf> {
     crate::assets::path("samples/chelsea.png").ok()
@@ -80,19 +85,18 @@ pub fn run(backend: BackendChoice) -> Result<()> {
         BackendChoice::Auto => crate::backend::has_gpu(),
         BackendChoice::Cpu => false,
     };
-    if shared {
-        if let Ok(setup) = crate::backend::wgpu_setup() {
-            native.wgpu_options.wgpu_setup =
-                eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
-                    instance: setup.instance,
-                    adapter: setup.adapter,
-                    device: setup.device,
-                    queue: setup.queue,
-                });
-        }
+    if shared && let Ok(setup) = crate::backend::wgpu_setup() {
+        native.wgpu_options.wgpu_setup =
+            eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
+                instance: setup.instance,
+                adapter: setup.adapter,
+                device: setup.device,
+                queue: setup.queue,
+            });
     }
     let options = AppOptions {
         backend: (backend != BackendChoice::Auto).then_some(backend),
+        model: std::env::var_os(MODEL_ENV).map(PathBuf::from),
         ..AppOptions::default()
     };
     eframe::run_native(
@@ -207,12 +211,12 @@ impl AppState {
         if options.size.is_some() {
             state.session.settings.size = options.size;
         }
-        if let Some(m) = state.session.settings.model.clone() {
-            if !m.is_file() {
-                state.session.settings.model = None;
-                let text = format!("model {} is gone; using the built-in model", m.display());
-                state.notify(text, true);
-            }
+        if let Some(m) = state.session.settings.model.clone()
+            && !m.is_file()
+        {
+            state.session.settings.model = None;
+            let text = format!("model {} is gone; using the built-in model", m.display());
+            state.notify(text, true);
         }
         apply_theme(ctx, state.session.settings.theme);
         state.last_saved = Some(state.session.clone());
@@ -222,15 +226,16 @@ impl AppState {
         let active = state.session.active.clone();
         let recipes = state.session.recipes.clone();
         if images.is_empty() {
-            if options.open_sample {
-                if let Some(sample) = sample_image() {
-                    state.open_paths(vec![sample]);
-                }
+            if options.open_sample
+                && let Some(sample) = sample_image()
+            {
+                state.open_paths(vec![sample]);
             }
         } else {
             state.open_paths(images);
             for doc in &mut state.docs {
-                doc.pending_recipe = recipes.get(&doc.key()).filter(|r| !r.edits.is_empty()).cloned();
+                doc.pending_recipe =
+                    recipes.get(&doc.key()).filter(|r| !r.edits.is_empty()).cloned();
             }
             if let Some(a) = active {
                 state.active = state.docs.iter().position(|d| d.path == a).or(state.active);
@@ -331,10 +336,10 @@ impl AppState {
     fn encode_all(&mut self) {
         let size = self.size();
         for doc in &mut self.docs {
-            if let Some(h) = doc.history.take() {
-                if !h.is_empty() {
-                    doc.pending_recipe = Some(h.recipe().clone());
-                }
+            if let Some(h) = doc.history.take()
+                && !h.is_empty()
+            {
+                doc.pending_recipe = Some(h.recipe().clone());
             }
             doc.status = DocStatus::Queued;
             doc.requested = None;
@@ -362,7 +367,7 @@ impl AppState {
                 Reply::Model { generation, result } if generation == self.model_generation => {
                     match result {
                         Ok(info) => {
-                            self.model = Some(info);
+                            self.model = Some(*info);
                             self.model_error = None;
                             self.encode_all();
                         }
@@ -411,11 +416,11 @@ impl AppState {
                                 ms: out.ms,
                             });
                             d.version += 1;
-                            if let Some((k, at)) = self.sent {
-                                if k == key {
-                                    self.latencies.push(at.elapsed().as_secs_f64() * 1e3);
-                                    self.sent = None;
-                                }
+                            if let Some((k, at)) = self.sent
+                                && k == key
+                            {
+                                self.latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                                self.sent = None;
                             }
                         }
                         Err(e) if e == "superseded" || e == "cancelled" => {
@@ -504,9 +509,8 @@ impl AppState {
             return;
         }
         let Some(recipe) = self.effective_recipe(doc) else { return };
-        let key = recipe.fingerprint()
-            ^ doc.id.rotate_left(17)
-            ^ self.model_generation.rotate_left(41);
+        let key =
+            recipe.fingerprint() ^ doc.id.rotate_left(17) ^ self.model_generation.rotate_left(41);
         if doc.requested == Some(key) {
             return;
         }
@@ -691,8 +695,14 @@ impl AppState {
     }
 
     fn handle_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> =
-            ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
         if !dropped.is_empty() {
             self.open_paths(dropped);
         }

@@ -7,10 +7,13 @@ use std::sync::mpsc::{Receiver, channel};
 use super::AppState;
 use super::state::BackendSetting;
 
+/// A download in progress: repository, start time, result.
+type Download = (String, std::time::Instant, Receiver<Result<PathBuf, String>>);
+
 #[derive(Default)]
 pub struct ModelsPanel {
     pub repo: String,
-    download: Option<(String, std::time::Instant, Receiver<Result<PathBuf, String>>)>,
+    download: Option<Download>,
     messages: Vec<(String, bool)>,
     pub size_text: String,
 }
@@ -49,7 +52,9 @@ impl ModelsPanel {
 }
 
 pub fn load_checkpoint_dialog(st: &mut AppState) {
-    if let Some(p) = rfd::FileDialog::new().add_filter("FAE checkpoint", &["safetensors"]).pick_file() {
+    if let Some(p) =
+        rfd::FileDialog::new().add_filter("FAE checkpoint", &["safetensors"]).pick_file()
+    {
         st.load_model(Some(p));
     }
 }
@@ -68,7 +73,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                 row("FAE model", m.name.clone());
                 row("file", m.path.as_ref().map_or("built-in".into(), |p| p.display().to_string()));
                 row("training step", m.step.to_string());
-                row("encoder", format!("{} ({} dims, patch {})", c.encoder, c.encoder_dim, c.patch_size));
+                row(
+                    "encoder",
+                    format!("{} ({} dims, patch {})", c.encoder, c.encoder_dim, c.patch_size),
+                );
                 row("latent", format!("{} channels", c.latent_channels));
                 row("feature decoder", format!("{} wide, {} blocks", c.dec_width, c.dec_depth));
                 row("pixel decoder", format!("{} wide, {} blocks", c.pix_width, c.pix_depth));
@@ -136,12 +144,18 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     ui.separator();
     ui.heading("Encoders");
     ui.horizontal(|ui| {
-        ui.add(egui::TextEdit::singleline(&mut st.models.repo).hint_text("facebook/dinov2-base").desired_width(170.0))
-            .on_hover_text("A Hugging Face repository id");
+        ui.add(
+            egui::TextEdit::singleline(&mut st.models.repo)
+                .hint_text("facebook/dinov2-base")
+                .desired_width(170.0),
+        )
+        .on_hover_text("A Hugging Face repository id");
         let busy = st.models.busy();
         if ui
             .add_enabled(!busy && !st.models.repo.trim().is_empty(), egui::Button::new("Download"))
-            .on_hover_text("Fetch the encoder's weights into the Hugging Face cache (needs internet)")
+            .on_hover_text(
+                "Fetch the encoder's weights into the Hugging Face cache (needs internet)",
+            )
             .clicked()
         {
             let repo = st.models.repo.trim().to_string();

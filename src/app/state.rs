@@ -178,7 +178,9 @@ impl InspectorView {
                 "Hover a token: its cosine similarity to every token, here and in a second image"
             }
             Self::Semantic => "Semantic preservation: cosine of encoder vs restored features",
-            Self::Cycle => "Cycle consistency: cosine of encoder features before and after regeneration",
+            Self::Cycle => {
+                "Cycle consistency: cosine of encoder features before and after regeneration"
+            }
             Self::Metrics => "PSNR, SSIM, cosines, timings and channel statistics",
         }
     }
@@ -398,10 +400,9 @@ pub struct Document {
 
 impl Document {
     pub fn new(id: u64, path: PathBuf) -> Self {
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         Self {
             id,
             path,

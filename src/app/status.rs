@@ -62,7 +62,11 @@ impl AppState {
             ("channels".to_string(), l.channels.to_string()),
             ("normalised".to_string(), "true".to_string()),
         ]);
-        write_safetensors(path, &[("latent", vec![l.height, l.width, l.channels], &l.data)], metadata)
+        write_safetensors(
+            path,
+            &[("latent", vec![l.height, l.width, l.channels], &l.data)],
+            metadata,
+        )
     }
 }
 
@@ -81,18 +85,22 @@ pub fn menu_bar(ui: &mut egui::Ui, st: &mut AppState) {
     let ctx = ui.ctx().clone();
     let (open, save) = ctx.input_mut(|i| {
         (
-            i.consume_shortcut(&egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::O)),
-            i.consume_shortcut(&egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::S)),
+            i.consume_shortcut(&egui::KeyboardShortcut::new(
+                egui::Modifiers::COMMAND,
+                egui::Key::O,
+            )),
+            i.consume_shortcut(&egui::KeyboardShortcut::new(
+                egui::Modifiers::COMMAND,
+                egui::Key::S,
+            )),
         )
     });
     if open {
         super::library::open_dialog(st);
     }
-    if save {
-        if let Some(p) = save_dialog("recipe.json", "json") {
-            let r = st.save_recipe(&p);
-            report(st, r, "recipe");
-        }
+    if save && let Some(p) = save_dialog("recipe.json", "json") {
+        let r = st.save_recipe(&p);
+        report(st, r, "recipe");
     }
     egui::MenuBar::new().ui(ui, |ui| {
         ui.menu_button("File", |ui| {
@@ -103,18 +111,17 @@ pub fn menu_bar(ui: &mut egui::Ui, st: &mut AppState) {
                 super::library::open_folder_dialog(st);
             }
             ui.separator();
-            if ui.button("Save recipe…").clicked() {
-                if let Some(p) = save_dialog("recipe.json", "json") {
-                    let r = st.save_recipe(&p);
-                    report(st, r, "recipe");
-                }
+            if ui.button("Save recipe…").clicked()
+                && let Some(p) = save_dialog("recipe.json", "json")
+            {
+                let r = st.save_recipe(&p);
+                report(st, r, "recipe");
             }
-            if ui.button("Load recipe…").clicked() {
-                if let Some(p) = rfd::FileDialog::new().add_filter("json", &["json"]).pick_file() {
-                    if let Err(e) = st.load_recipe(&p) {
-                        st.notify(format!("{e:#}"), true);
-                    }
-                }
+            if ui.button("Load recipe…").clicked()
+                && let Some(p) = rfd::FileDialog::new().add_filter("json", &["json"]).pick_file()
+                && let Err(e) = st.load_recipe(&p)
+            {
+                st.notify(format!("{e:#}"), true);
             }
             ui.separator();
             for (label, view) in [
@@ -123,24 +130,24 @@ pub fn menu_bar(ui: &mut egui::Ui, st: &mut AppState) {
                 ("Export edited PNG…", ExportView::Edited),
                 ("Export inspector view PNG…", ExportView::Inspector),
             ] {
-                if ui.button(label).clicked() {
-                    if let Some(p) = save_dialog("view.png", "png") {
-                        let r = st.export_png(view, &p);
-                        report(st, r, "picture");
-                    }
+                if ui.button(label).clicked()
+                    && let Some(p) = save_dialog("view.png", "png")
+                {
+                    let r = st.export_png(view, &p);
+                    report(st, r, "picture");
                 }
             }
-            if ui.button("Export latent (safetensors)…").clicked() {
-                if let Some(p) = save_dialog("latent.safetensors", "safetensors") {
-                    let r = st.export_latent(&p);
-                    report(st, r, "latent");
-                }
+            if ui.button("Export latent (safetensors)…").clicked()
+                && let Some(p) = save_dialog("latent.safetensors", "safetensors")
+            {
+                let r = st.export_latent(&p);
+                report(st, r, "latent");
             }
-            if ui.button("Export recipe (JSON)…").clicked() {
-                if let Some(p) = save_dialog("recipe.json", "json") {
-                    let r = st.save_recipe(&p);
-                    report(st, r, "recipe");
-                }
+            if ui.button("Export recipe (JSON)…").clicked()
+                && let Some(p) = save_dialog("recipe.json", "json")
+            {
+                let r = st.save_recipe(&p);
+                report(st, r, "recipe");
             }
         });
         ui.menu_button("View", |ui| {
@@ -185,7 +192,9 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                 ui.label(&m.adapter).on_hover_text("The adapter");
                 ui.separator();
                 ui.label(format!("model: {} (step {}, {})", m.name, m.step, m.config.encoder))
-                    .on_hover_text(m.path.as_ref().map_or("built-in".into(), |p| p.display().to_string()));
+                    .on_hover_text(
+                        m.path.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
+                    );
             }
             None => {
                 ui.label(st.model_error.as_deref().unwrap_or("loading the model…"));
@@ -207,9 +216,11 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             ui.separator();
             ui.spinner();
             let secs = p.started.map_or(0.0, |s| s.elapsed().as_secs_f32());
-            let queued = if p.queued > 0 { format!(" (+{} queued)", p.queued) } else { String::new() };
+            let queued =
+                if p.queued > 0 { format!(" (+{} queued)", p.queued) } else { String::new() };
             ui.label(format!("{} {secs:.1} s{queued}", p.label));
-            if ui.small_button("Cancel").on_hover_text("Drop the queued model work (Esc)").clicked() {
+            if ui.small_button("Cancel").on_hover_text("Drop the queued model work (Esc)").clicked()
+            {
                 st.worker.cancel();
             }
         }

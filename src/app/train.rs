@@ -76,14 +76,14 @@ impl TrainPanel {
     }
 
     pub fn poll(&mut self, ctx: &egui::Context) {
-        if let Some(rx) = &self.scan {
-            if let Ok(r) = rx.try_recv() {
-                match r {
-                    Ok(f) => self.found = Some(f),
-                    Err(e) => self.messages.push((e, true)),
-                }
-                self.scan = None;
+        if let Some(rx) = &self.scan
+            && let Ok(r) = rx.try_recv()
+        {
+            match r {
+                Ok(f) => self.found = Some(f),
+                Err(e) => self.messages.push((e, true)),
             }
+            self.scan = None;
         }
         let Some(run) = &self.run else { return };
         let mut done = None;
@@ -214,7 +214,8 @@ impl TrainPanel {
         self.paused = false;
         self.finished = None;
         self.started = Some(Instant::now());
-        self.run = Some(Run { stop, rx, out: out.clone(), steps: settings.steps, batch: settings.batch });
+        self.run =
+            Some(Run { stop, rx, out: out.clone(), steps: settings.steps, batch: settings.batch });
         self.out = Some(out);
         Ok(())
     }
@@ -239,7 +240,9 @@ impl AppState {
         let t = &self.session.settings.train;
         match t.start.as_str() {
             "scratch" => Ok(None),
-            "checkpoint" => t.checkpoint.clone().map(Some).ok_or("pick a checkpoint to start from".into()),
+            "checkpoint" => {
+                t.checkpoint.clone().map(Some).ok_or("pick a checkpoint to start from".into())
+            }
             "builtin" => crate::assets::path(crate::fae::DEFAULT_MODEL)
                 .map(Some)
                 .map_err(|_| "no built-in model yet: start from a checkpoint".into()),
@@ -272,11 +275,14 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let running = st.train.run.is_some();
     ui.add_enabled_ui(!running, |ui| {
         ui.horizontal(|ui| {
-            if ui.button("Folder…").on_hover_text("The images to fine-tune on (sub-folders are searched)").clicked() {
-                if let Some(f) = rfd::FileDialog::new().pick_folder() {
-                    st.session.settings.train.data = Some(f.clone());
-                    st.train.scan(f);
-                }
+            if ui
+                .button("Folder…")
+                .on_hover_text("The images to fine-tune on (sub-folders are searched)")
+                .clicked()
+                && let Some(f) = rfd::FileDialog::new().pick_folder()
+            {
+                st.session.settings.train.data = Some(f.clone());
+                st.train.scan(f);
             }
             let t = &st.session.settings.train;
             ui.label(t.data.as_ref().map_or("no folder".into(), |p| p.display().to_string()));
@@ -296,45 +302,79 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         let t = &mut st.session.settings.train;
         egui::Grid::new("train-settings").show(ui, |ui| {
             ui.label("steps");
-            ui.add(egui::DragValue::new(&mut t.steps).range(1..=1_000_000)).on_hover_text("Optimizer steps");
+            ui.add(egui::DragValue::new(&mut t.steps).range(1..=1_000_000))
+                .on_hover_text("Optimizer steps");
             ui.end_row();
             ui.label("batch");
-            ui.add(egui::DragValue::new(&mut t.batch).range(1..=256)).on_hover_text("Images per step");
+            ui.add(egui::DragValue::new(&mut t.batch).range(1..=256))
+                .on_hover_text("Images per step");
             ui.end_row();
             ui.label("size");
-            ui.add(egui::DragValue::new(&mut t.size).range(14..=1024)).on_hover_text("Training resolution (a multiple of the patch size)");
+            ui.add(egui::DragValue::new(&mut t.size).range(14..=1024))
+                .on_hover_text("Training resolution (a multiple of the patch size)");
             ui.end_row();
             ui.label("stages");
-            egui::ComboBox::from_id_salt("stage").selected_text(t.stage.clone()).show_ui(ui, |ui| {
-                for s in ["all", "fae", "pixel"] {
-                    ui.selectable_value(&mut t.stage, s.to_string(), s);
-                }
-            }).response.on_hover_text("fae: encoder + feature decoder; pixel: the pixel decoder; all: both");
+            egui::ComboBox::from_id_salt("stage")
+                .selected_text(t.stage.clone())
+                .show_ui(ui, |ui| {
+                    for s in ["all", "fae", "pixel"] {
+                        ui.selectable_value(&mut t.stage, s.to_string(), s);
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "fae: encoder + feature decoder; pixel: the pixel decoder; all: both",
+                );
             ui.end_row();
             ui.label("start from");
-            egui::ComboBox::from_id_salt("start").selected_text(t.start.clone()).show_ui(ui, |ui| {
-                for s in ["current", "builtin", "checkpoint", "scratch"] {
-                    ui.selectable_value(&mut t.start, s.to_string(), s);
-                }
-            }).response.on_hover_text("current: the model in use; builtin; a checkpoint file; or a new model");
+            egui::ComboBox::from_id_salt("start")
+                .selected_text(t.start.clone())
+                .show_ui(ui, |ui| {
+                    for s in ["current", "builtin", "checkpoint", "scratch"] {
+                        ui.selectable_value(&mut t.start, s.to_string(), s);
+                    }
+                })
+                .response
+                .on_hover_text(
+                    "current: the model in use; builtin; a checkpoint file; or a new model",
+                );
             ui.end_row();
         });
-        if t.start == "checkpoint" && ui.button("Checkpoint…").on_hover_text("The checkpoint to start from").clicked() {
-            t.checkpoint = rfd::FileDialog::new().add_filter("checkpoint", &["safetensors"]).pick_file();
+        if t.start == "checkpoint"
+            && ui.button("Checkpoint…").on_hover_text("The checkpoint to start from").clicked()
+        {
+            t.checkpoint =
+                rfd::FileDialog::new().add_filter("checkpoint", &["safetensors"]).pick_file();
         }
     });
     ui.horizontal(|ui| {
         let paused = st.train.paused && !running;
-        if ui.add_enabled(!running, egui::Button::new("Start")).on_hover_text("Start a new run").clicked() {
+        if ui
+            .add_enabled(!running, egui::Button::new("Start"))
+            .on_hover_text("Start a new run")
+            .clicked()
+        {
             st.start_training(false);
         }
-        if ui.add_enabled(running, egui::Button::new("Pause")).on_hover_text("Stop after this step with a resumable checkpoint").clicked() {
+        if ui
+            .add_enabled(running, egui::Button::new("Pause"))
+            .on_hover_text("Stop after this step with a resumable checkpoint")
+            .clicked()
+        {
             st.train.stop(true);
         }
-        if ui.add_enabled(paused, egui::Button::new("Resume")).on_hover_text("Continue the paused run").clicked() {
+        if ui
+            .add_enabled(paused, egui::Button::new("Resume"))
+            .on_hover_text("Continue the paused run")
+            .clicked()
+        {
             st.start_training(true);
         }
-        if ui.add_enabled(running, egui::Button::new("Stop")).on_hover_text("End the run (its checkpoint is kept)").clicked() {
+        if ui
+            .add_enabled(running, egui::Button::new("Stop"))
+            .on_hover_text("End the run (its checkpoint is kept)")
+            .clicked()
+        {
             st.train.stop(false);
         }
     });
@@ -348,7 +388,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         } else {
             "ETA –".into()
         };
-        ui.add(egui::ProgressBar::new(tp.step as f32 / steps.max(1) as f32).text(format!("step {}/{steps}", tp.step)));
+        ui.add(
+            egui::ProgressBar::new(tp.step as f32 / steps.max(1) as f32)
+                .text(format!("step {}/{steps}", tp.step)),
+        );
         ui.label(format!("{:.1} images/s · {eta}", tp.images_per_s));
     }
     if let Some(f) = &tp.finished {

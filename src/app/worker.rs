@@ -47,7 +47,7 @@ pub struct ModelInfo {
 }
 
 pub enum Reply {
-    Model { generation: u64, result: Result<ModelInfo, String> },
+    Model { generation: u64, result: Result<Box<ModelInfo>, String> },
     Encoded { doc: u64, generation: u64, result: Result<Box<Analysis>, String> },
     Decoded { doc: u64, key: u64, latent: Arc<Grid>, result: Result<Box<DecodeOut>, String> },
     Folder { folder: PathBuf, result: Result<Vec<Grid>, String> },
@@ -165,7 +165,10 @@ fn run(
                         fae = Some(f);
                         info
                     });
-                    Reply::Model { generation: g, result: result.map_err(|e| format!("{e:#}")) }
+                    Reply::Model {
+                        generation: g,
+                        result: result.map(Box::new).map_err(|e| format!("{e:#}")),
+                    }
                 }
                 Job::Encode { doc, path, size, generation: g } => {
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
