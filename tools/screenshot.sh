@@ -3,7 +3,7 @@
 # loaded the built-in model and the sample photo, checks it is still running, and saves a
 # screenshot of the screen to docs/screenshot.png (or the path given as the first argument).
 #
-#   tools/screenshot.sh [out.png]          # WAIT=seconds to wait (default 45)
+#   tools/screenshot.sh [out.png [app arguments]]   # WAIT=seconds to wait (default 45)
 #
 # Needs: xvfb, imagemagick (`import`), mesa-vulkan-drivers. Uses a fresh session, so the sample
 # photo opens as for a new user. FAE_STUDIO_MODEL=path.safetensors uses another checkpoint than
@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-docs/screenshot.png}
+shift || true
 WAIT=${WAIT:-45}
 BIN=${FAE_STUDIO_BIN:-${CARGO_TARGET_DIR:-target}/release/fae-studio}
 if [ ! -x "$BIN" ]; then
@@ -34,7 +35,7 @@ export DISPLAY=":$NUM"
 FRESH=$(mktemp -d)
 mkdir -p "$FRESH/run" && chmod 700 "$FRESH/run"
 export XDG_DATA_HOME="$FRESH/data" XDG_CONFIG_HOME="$FRESH/config" XDG_RUNTIME_DIR="$FRESH/run"
-"$BIN" &
+"$BIN" "$@" &
 APP=$!
 sleep "$WAIT"
 if ! kill -0 "$APP" 2>/dev/null; then

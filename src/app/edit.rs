@@ -138,7 +138,10 @@ impl AppState {
         self.edit.preview_from = None;
         if self.edit.preview.is_none() {
             self.edit.stroke.clear();
-            self.notify("transplant needs a second open image as its source", true);
+            let text = "transplant needs a second open image as its source";
+            if !self.notices.iter().any(|n| n.text == text) {
+                self.notify(text, true);
+            }
         }
     }
 

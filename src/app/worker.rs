@@ -366,3 +366,43 @@ fn encode_folder(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(doc: u64, key: u64) -> Job {
+        Job::Decode { doc, key, latent: Arc::new(Grid::zeros(1, 1, 1)) }
+    }
+
+    #[test]
+    fn only_the_newest_decode_of_each_image_runs() {
+        let (tx, rx) = channel();
+        let batch = vec![
+            decode(1, 10),
+            decode(2, 20),
+            Job::EncodeFolder { folder: PathBuf::from("f"), size: None },
+            decode(1, 11),
+            decode(1, 12),
+        ];
+        let kept = coalesce(batch, &tx);
+        let keys: Vec<(u64, u64)> = kept
+            .iter()
+            .filter_map(|j| match j {
+                Job::Decode { doc, key, .. } => Some((*doc, *key)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [(2, 20), (1, 12)]);
+        assert_eq!(kept.len(), 3, "other jobs are kept");
+        // The dropped ones are answered, so the window's count of outstanding jobs stays right.
+        let superseded: Vec<u64> = rx
+            .try_iter()
+            .map(|r| match r {
+                Reply::Decoded { key, result: Err(e), .. } if e == "superseded" => key,
+                _ => panic!("unexpected reply"),
+            })
+            .collect();
+        assert_eq!(superseded, [10, 11]);
+    }
+}
