@@ -434,3 +434,75 @@ fn wgpu_render_of_the_shader_matches_the_cpu_picture() {
         assert!((a[c] as i32 - b[c] as i32).abs() <= 3, "{a:?} vs {b:?}");
     }
 }
+
+#[test]
+fn sliders_preview_live_and_apply_to_the_history() {
+    use fae_studio::app::edit::Slider;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let (pos, neg) = (dir.path().join("pos"), dir.path().join("neg"));
+    for (folder, names) in
+        [(&pos, ["chelsea.png", "coffee.png"]), (&neg, ["astronaut.png", "coffee.png"])]
+    {
+        std::fs::create_dir_all(folder).unwrap();
+        for n in names {
+            std::fs::copy(sample(n), folder.join(n)).unwrap();
+        }
+    }
+    let mut h = harness(options(dir.path(), Some(model)));
+    open_sample(&mut h, &["chelsea.png", "astronaut.png"]);
+    h.state_mut().state.active = Some(0);
+    h.step();
+
+    // Blend towards the other image: previewed (regenerated) without entering the history.
+    let before = h.state().state.active_doc().unwrap().edited.as_ref().map(|e| e.key);
+    {
+        let st = &mut h.state_mut().state;
+        st.edit.blend_t = 0.5;
+        st.set_slider_preview(Slider::Blend);
+    }
+    wait(&mut h, 60, "the blended preview", |a| {
+        let d = a.state.active_doc().unwrap();
+        d.edited.as_ref().map(|e| e.key) != before
+            && d.requested == d.edited.as_ref().map(|e| e.key)
+    });
+    assert_eq!(history_len(h.state()), 0);
+    h.get_by_label("Apply").click();
+    h.step();
+    assert_eq!(history_len(h.state()), 1);
+
+    // A direction from two folders, once they are encoded.
+    {
+        let st = &mut h.state_mut().state;
+        st.edit.positive = pos.to_string_lossy().into_owned();
+        st.edit.negative = neg.to_string_lossy().into_owned();
+    }
+    h.get_by_label("Encode folders").click();
+    wait(&mut h, 60, "the encoded folders", |a| a.state.folders.len() == 2);
+    {
+        let st = &mut h.state_mut().state;
+        st.edit.direction = 1.5;
+        st.set_slider_preview(Slider::Direction);
+        st.apply_preview();
+        // A channel slider too.
+        st.edit.channel = 3;
+        st.edit.channel_factor = 2.0;
+        st.set_slider_preview(Slider::Channel);
+        st.apply_preview();
+    }
+    h.step();
+    let names: Vec<&str> = h
+        .state()
+        .state
+        .active_doc()
+        .unwrap()
+        .history
+        .as_ref()
+        .unwrap()
+        .recipe()
+        .edits
+        .iter()
+        .map(|e| e.name())
+        .collect();
+    assert_eq!(names, ["interpolate", "direction", "scale_channels"]);
+}

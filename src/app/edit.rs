@@ -159,7 +159,8 @@ impl AppState {
         }
     }
 
-    fn set_slider_preview(&mut self, which: Slider) {
+    /// Previews the edit a slider of the edit panel stands for (as dragging it does).
+    pub fn set_slider_preview(&mut self, which: Slider) {
         let edit = match which {
             Slider::Channel => {
                 let e = &self.edit;
