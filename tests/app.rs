@@ -419,6 +419,25 @@ fn wgpu_render_of_the_shader_matches_the_cpu_picture() {
     let distinct: std::collections::BTreeSet<[u8; 3]> = cpu.pixels().map(|p| p.0).collect();
     assert!(distinct.len() > 4, "{} distinct colours", distinct.len());
 
+    // The similarity heatmap over the canvas follows the pointer (drawn by the shader, with
+    // alpha over the picture).
+    let edited = h.state().state.canvas.image_rects[2].1;
+    let probe = edited.min + Vec2::new(edited.width() * 0.8, edited.height() * 0.2);
+    h.state_mut().state.session.settings.overlay = fae_studio::app::state::Overlay::Similarity;
+    h.state_mut().state.session.settings.tool = fae_studio::app::state::CanvasTool::Pan;
+    h.hover_at(edited.min + Vec2::new(edited.width() * 0.3, edited.height() * 0.6));
+    h.step();
+    h.step();
+    assert!(h.state().state.hover.is_some());
+    let with_overlay = h.render().expect("a rendered frame");
+    let _ = with_overlay.save(out.with_file_name("app-render-overlay.png"));
+    let (a, b) = (
+        rendered.get_pixel(probe.x as u32, probe.y as u32).0,
+        with_overlay.get_pixel(probe.x as u32, probe.y as u32).0,
+    );
+    assert_ne!(a, b, "the overlay tints the picture");
+    h.state_mut().state.session.settings.overlay = fae_studio::app::state::Overlay::None;
+
     // The CPU path draws the same picture.
     h.state_mut().state.session.settings.gpu_maps = false;
     h.step();
