@@ -68,23 +68,38 @@ pub fn cpu() -> Compute {
     }
 }
 
-/// The wgpu runtime can be initialised once per process; later calls share it.
-pub fn wgpu() -> Result<Compute> {
-    static WGPU: OnceLock<std::result::Result<Compute, String>> = OnceLock::new();
-    let result = WGPU.get_or_init(|| {
+type WgpuInit = std::result::Result<(Compute, burn::tensor::wgpu::WgpuSetup), String>;
+
+fn wgpu_init() -> &'static WgpuInit {
+    static WGPU: OnceLock<WgpuInit> = OnceLock::new();
+    WGPU.get_or_init(|| {
         let (device, setup) = Device::wgpu_options()
             .init_with_setup()
             .map_err(|e| format!("no usable wgpu adapter: {e}"))?;
         let info = setup.adapter.get_info();
-        Ok(Compute {
+        let compute = Compute {
             device,
             kind: BackendKind::Wgpu,
             adapter: format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
             software: info.device_type == wgpu::DeviceType::Cpu,
-        })
-    });
-    match result {
-        Ok(c) => Ok(c.clone()),
+        };
+        Ok((compute, setup))
+    })
+}
+
+/// The wgpu runtime can be initialised once per process; later calls share it.
+pub fn wgpu() -> Result<Compute> {
+    match wgpu_init() {
+        Ok((c, _)) => Ok(c.clone()),
+        Err(e) => bail!("{e}"),
+    }
+}
+
+/// The instance, adapter, device and queue that burn's wgpu runtime uses (initialising it if
+/// needed), so a window can render on the same device and share tensors' buffers.
+pub fn wgpu_setup() -> Result<burn::tensor::wgpu::WgpuSetup> {
+    match wgpu_init() {
+        Ok((_, setup)) => Ok(setup.clone()),
         Err(e) => bail!("{e}"),
     }
 }

@@ -12,8 +12,15 @@ use crate::backend::{self, BackendChoice, Compute};
 use crate::encoders::source;
 use crate::fae::Fae;
 
-pub const STAGES: &[&str] =
-    &["encoder", "fae_encode", "fae_decode", "pixel_decode", "roundtrip", "train_step"];
+pub const STAGES: &[&str] = &[
+    "encoder",
+    "fae_encode",
+    "fae_decode",
+    "pixel_decode",
+    "roundtrip",
+    "train_step",
+    "interaction",
+];
 
 #[derive(Debug, Serialize)]
 pub struct BenchRow {
@@ -86,6 +93,14 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
     }
     let wanted = |s: &str| options.stage.as_deref().is_none_or(|w| w == s);
     for compute in backends(options.backend)? {
+        // Brush stroke to regenerated image, through the app's worker (needs a model).
+        let has_model = crate::assets::path(crate::fae::DEFAULT_MODEL).is_ok()
+            || std::env::var_os(crate::app::MODEL_ENV).is_some();
+        if wanted("interaction") && (options.stage.is_some() || has_model) {
+            for row in crate::app::latency::interaction(&compute, options.runs, &options.sizes)? {
+                emit(&row);
+            }
+        }
         let mut row = |stage: &str,
                        model: &str,
                        size: usize,

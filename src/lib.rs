@@ -1,6 +1,7 @@
 //! FAE Studio: frozen pretrained vision encoders, one-attention-layer feature auto-encoding,
 //! latent editing and regeneration, on any GPU through wgpu or on the CPU.
 
+pub mod app;
 pub mod assets;
 pub mod backend;
 pub mod bench;

@@ -234,7 +234,7 @@ struct TrainArgs {
 
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        bail!("the desktop window is not built yet; run `fae-studio --help` for the commands");
+        return fae_studio::app::run(cli.backend);
     };
     match command {
         Command::Features { image, encoder, size, out, pca } => {

@@ -1,0 +1,339 @@
+//! The canvas: original, reconstruction and edited result side by side or as a before/after
+//! split, with one zoom and pan for all of them, the latent grid as an optional overlay, heatmap
+//! overlays, and brush painting on the latent.
+
+use std::collections::HashMap;
+
+use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
+use image::Rgb32FImage;
+
+use super::gpu::{self, DrawOptions};
+use super::state::{CanvasMode, CanvasTool, Document, Overlay};
+use super::{AppState, Hover, inspector};
+use crate::image_io;
+
+/// One picture on the canvas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Original,
+    Reconstruction,
+    Edited,
+    /// The before/after split view.
+    Split,
+}
+
+impl Pane {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Original => "original",
+            Self::Reconstruction => "reconstruction",
+            Self::Edited => "edited",
+            Self::Split => "before | after",
+        }
+    }
+}
+
+struct DocTex {
+    version: u64,
+    original: Option<TextureHandle>,
+    recon: Option<TextureHandle>,
+    edited: Option<TextureHandle>,
+}
+
+pub struct CanvasState {
+    pub zoom: f32,
+    pub pan: Vec2,
+    /// Before/after split position, 0..1 of the width.
+    pub split: f32,
+    textures: HashMap<u64, DocTex>,
+    /// Where each picture was drawn last frame (the image itself, not its pane).
+    pub image_rects: Vec<(Pane, Rect)>,
+    painting: bool,
+}
+
+impl Default for CanvasState {
+    fn default() -> Self {
+        Self {
+            zoom: 1.0,
+            pan: Vec2::ZERO,
+            split: 0.5,
+            textures: HashMap::new(),
+            image_rects: Vec::new(),
+            painting: false,
+        }
+    }
+}
+
+pub fn to_color_image(img: &Rgb32FImage) -> egui::ColorImage {
+    let rgb = image_io::to_rgb8(img);
+    egui::ColorImage::from_rgb([rgb.width() as usize, rgb.height() as usize], rgb.as_raw())
+}
+
+fn textures<'a>(
+    cache: &'a mut HashMap<u64, DocTex>,
+    ctx: &egui::Context,
+    doc: &Document,
+) -> &'a DocTex {
+    let stale = cache.get(&doc.id).is_none_or(|t| t.version != doc.version);
+    if stale {
+        let load = |name: &str, img: &Rgb32FImage| {
+            ctx.load_texture(
+                format!("{name}-{}", doc.id),
+                to_color_image(img),
+                TextureOptions::LINEAR,
+            )
+        };
+        let a = doc.analysis.as_ref();
+        let tex = DocTex {
+            version: doc.version,
+            original: a.map(|a| load("original", &a.image)),
+            recon: a.map(|a| load("recon", &a.recon)),
+            edited: doc.edited.as_ref().map(|e| load("edited", &e.image)),
+        };
+        cache.insert(doc.id, tex);
+    }
+    &cache[&doc.id]
+}
+
+/// The image rectangle inside a pane: fitted, zoomed and panned like every other pane.
+fn image_rect(pane: Rect, aspect: f32, zoom: f32, pan: Vec2) -> Rect {
+    let fit = (pane.width() / aspect).min(pane.height());
+    let size = Vec2::new(fit * aspect, fit) * zoom;
+    Rect::from_center_size(pane.center() + pan, size)
+}
+
+fn toolbar(ui: &mut egui::Ui, st: &mut AppState) {
+    ui.horizontal_wrapped(|ui| {
+        let s = &mut st.session.settings;
+        ui.selectable_value(&mut s.canvas, CanvasMode::SideBySide, "Side by side")
+            .on_hover_text("Original, reconstruction and edited result next to each other");
+        ui.selectable_value(&mut s.canvas, CanvasMode::Slider, "Before/after")
+            .on_hover_text("Original and edited result in one frame, split by a slider");
+        ui.separator();
+        ui.selectable_value(&mut s.tool, CanvasTool::Brush, "Brush")
+            .on_hover_text("Paint on the latent with the brush (Edit panel)");
+        ui.selectable_value(&mut s.tool, CanvasTool::Pan, "Pan")
+            .on_hover_text("Drag to move the view; the mouse wheel zooms (right drag pans too)");
+        ui.separator();
+        ui.checkbox(&mut s.show_grid, "Grid").on_hover_text("Show the latent token grid");
+        egui::ComboBox::from_id_salt("overlay")
+            .selected_text(match s.overlay {
+                Overlay::None => "No overlay",
+                Overlay::Similarity => "Similarity overlay",
+                Overlay::Semantic => "Semantic overlay",
+                Overlay::Cycle => "Cycle overlay",
+            })
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut s.overlay, Overlay::None, "No overlay");
+                ui.selectable_value(&mut s.overlay, Overlay::Similarity, "Similarity overlay");
+                ui.selectable_value(&mut s.overlay, Overlay::Semantic, "Semantic overlay");
+                ui.selectable_value(&mut s.overlay, Overlay::Cycle, "Cycle overlay");
+            })
+            .response
+            .on_hover_text("A heatmap over the pictures");
+        if s.canvas == CanvasMode::Slider {
+            ui.add(egui::Slider::new(&mut st.canvas.split, 0.0..=1.0).text("split"))
+                .on_hover_text("Where the before/after line is");
+        }
+        ui.separator();
+        ui.label(format!("zoom {:.0}%", st.canvas.zoom * 100.0));
+        if ui.button("Fit").on_hover_text("Reset zoom and pan").clicked() {
+            st.canvas.zoom = 1.0;
+            st.canvas.pan = Vec2::ZERO;
+        }
+    });
+}
+
+pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
+    toolbar(ui, st);
+    ui.separator();
+    if st.model.is_none() {
+        let text = match &st.model_error {
+            Some(e) => e.clone(),
+            None => "Loading the model…".to_string(),
+        };
+        ui.colored_label(
+            if st.model_error.is_some() {
+                Color32::from_rgb(230, 120, 60)
+            } else {
+                ui.visuals().text_color()
+            },
+            egui::RichText::new(text).size(18.0),
+        );
+        if st.model_error.is_some() && ui.button("Load a checkpoint…").clicked() {
+            super::models::load_checkpoint_dialog(st);
+        }
+    }
+    let Some(i) = st.active else {
+        ui.centered_and_justified(|ui| {
+            ui.label("Open an image (Ctrl+O) or drop one on the window");
+        });
+        return;
+    };
+    let ctx = ui.ctx().clone();
+    let avail = ui.available_size();
+    let (resp, painter) = ui.allocate_painter(avail, Sense::click_and_drag());
+    let area = resp.rect;
+    painter.rect_filled(area, 0.0, ui.visuals().extreme_bg_color);
+
+    // Zoom with the wheel (about the pointer would be nicer; about the centre keeps panes in sync).
+    if resp.hovered() {
+        let (scroll, zoom) = ctx.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = (scroll * 0.0025).exp() * zoom;
+        if factor != 1.0 {
+            st.canvas.zoom = (st.canvas.zoom * factor).clamp(0.1, 20.0);
+        }
+    }
+    let pan_drag = st.session.settings.tool == CanvasTool::Pan
+        || resp.dragged_by(egui::PointerButton::Secondary)
+        || resp.dragged_by(egui::PointerButton::Middle);
+    if resp.dragged() && pan_drag {
+        st.canvas.pan += resp.drag_delta();
+    }
+
+    let doc = &st.docs[i];
+    let mode = st.session.settings.canvas;
+    let panes: Vec<Pane> = match mode {
+        CanvasMode::SideBySide => vec![Pane::Original, Pane::Reconstruction, Pane::Edited],
+        CanvasMode::Slider => vec![Pane::Split],
+    };
+    let n = panes.len() as f32;
+    let gap = 6.0;
+    let pane_w = (area.width() - gap * (n - 1.0)) / n;
+    let aspect = match (&doc.analysis, &doc.thumb) {
+        (Some(a), _) => {
+            let (w, h) = a.image.dimensions();
+            w as f32 / h.max(1) as f32
+        }
+        (None, Some(t)) => t.aspect_ratio(),
+        (None, None) => 1.0,
+    };
+    let grid = doc.analysis.as_ref().map(|a| (a.latent.height, a.latent.width));
+    let doc_id = doc.id;
+    let label_colour = ui.visuals().strong_text_color();
+    let overlay = inspector::overlay_map(st, doc);
+    let tex = textures(&mut st.canvas.textures, &ctx, doc);
+    let (original, recon, edited) = (tex.original.clone(), tex.recon.clone(), tex.edited.clone());
+    let thumb = doc.thumb.clone();
+    let status_text = match &doc.status {
+        super::state::DocStatus::Queued if st.model.is_none() => {
+            Some("waiting for a model".to_string())
+        }
+        super::state::DocStatus::Queued => Some("encoding…".to_string()),
+        super::state::DocStatus::Failed(e) => Some(format!("failed: {e}")),
+        super::state::DocStatus::Ready => None,
+    };
+    let mut rects = Vec::new();
+    let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
+    for (k, pane) in panes.iter().enumerate() {
+        let pane_rect = Rect::from_min_size(
+            area.min + Vec2::new(k as f32 * (pane_w + gap), 0.0),
+            Vec2::new(pane_w, area.height()),
+        );
+        let img_rect = image_rect(pane_rect.shrink(4.0), aspect, st.canvas.zoom, st.canvas.pan);
+        let clip = painter.with_clip_rect(pane_rect);
+        let tex = match pane {
+            Pane::Original => original.clone().or(thumb.clone()),
+            Pane::Reconstruction => recon.clone(),
+            Pane::Edited => edited.clone().or(recon.clone()),
+            Pane::Split => original.clone().or(thumb.clone()),
+        };
+        if let Some(t) = &tex {
+            clip.image(t.id(), img_rect, uv, Color32::WHITE);
+        }
+        if *pane == Pane::Split
+            && let Some(after) = edited.clone().or(recon.clone())
+        {
+            let x = img_rect.min.x + img_rect.width() * st.canvas.split;
+            let right = Rect::from_min_max(Pos2::new(x, img_rect.min.y), img_rect.max);
+            let right_uv = Rect::from_min_max(Pos2::new(st.canvas.split, 0.0), Pos2::new(1.0, 1.0));
+            clip.image(after.id(), right, right_uv, Color32::WHITE);
+            clip.line_segment(
+                [Pos2::new(x, img_rect.min.y), Pos2::new(x, img_rect.max.y)],
+                Stroke::new(2.0, Color32::WHITE),
+            );
+        }
+        if let Some(map) = &overlay {
+            let mut opts = DrawOptions { alpha: 0.55, ..Default::default() };
+            if let Some(h) = st.hover.filter(|h| h.doc == doc_id) {
+                opts.marker = Some((h.y, h.x));
+            }
+            let on_gpu = st.gpu && st.session.settings.gpu_maps;
+            gpu::draw(&clip, img_rect, map, opts, on_gpu, &mut st.maps);
+        }
+        if st.session.settings.show_grid
+            && let Some((gh, gw)) = grid
+        {
+            gpu::grid_lines(&clip, img_rect, gh, gw);
+        }
+        clip.text(
+            pane_rect.left_top() + Vec2::new(6.0, 4.0),
+            egui::Align2::LEFT_TOP,
+            pane.label(),
+            egui::FontId::proportional(13.0),
+            label_colour,
+        );
+        if let Some(t) = &status_text {
+            clip.text(
+                pane_rect.center(),
+                egui::Align2::CENTER_CENTER,
+                t,
+                egui::FontId::proportional(16.0),
+                Color32::from_rgb(240, 200, 80),
+            );
+        }
+        rects.push((*pane, img_rect));
+    }
+    st.canvas.image_rects = rects.clone();
+
+    // Pointer: hover token, brush preview and painting.
+    let pointer = resp.hover_pos().or(resp.interact_pointer_pos());
+    let mut hovered = None;
+    if let (Some(p), Some((gh, gw))) = (pointer, grid) {
+        for (_, r) in &rects {
+            if r.contains(p) {
+                let fx = ((p.x - r.min.x) / r.width()).clamp(0.0, 0.9999);
+                let fy = ((p.y - r.min.y) / r.height()).clamp(0.0, 0.9999);
+                hovered = Some((fx, fy));
+                st.hover = Some(Hover {
+                    doc: doc_id,
+                    y: (fy * gh as f32) as usize,
+                    x: (fx * gw as f32) as usize,
+                });
+            }
+        }
+    }
+    let brush_tool = st.session.settings.tool == CanvasTool::Brush;
+    if let Some((fx, fy)) = hovered
+        && brush_tool
+    {
+        let radius = st.session.settings.brush.radius;
+        for (_, r) in &rects {
+            let c = Pos2::new(r.min.x + fx * r.width(), r.min.y + fy * r.height());
+            painter.with_clip_rect(area).circle_stroke(
+                c,
+                radius * r.width(),
+                Stroke::new(1.5, Color32::from_rgb(255, 255, 255)),
+            );
+        }
+    }
+    let painting = brush_tool && resp.dragged_by(egui::PointerButton::Primary);
+    if painting
+        && grid.is_some()
+        && let Some((fx, fy)) = hovered
+    {
+        st.canvas.painting = true;
+        st.stroke_point([fx, fy]);
+    }
+    if st.canvas.painting && !painting {
+        st.canvas.painting = false;
+        st.end_stroke();
+    }
+    if brush_tool
+        && resp.clicked()
+        && let Some((fx, fy)) = hovered
+    {
+        st.stroke_point([fx, fy]);
+        st.end_stroke();
+    }
+}

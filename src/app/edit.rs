@@ -1,0 +1,356 @@
+//! The editing panel: brush settings, the transplant source, channel sliders, the blend slider
+//! between two images, direction sliders from two folders, and recipes. Every change goes
+//! through the editing engine: a slider being dragged is a previewed [`Edit`], committed to the
+//! history with "Apply".
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use super::AppState;
+use super::state::{BrushKind, Document};
+use super::worker::Job;
+use crate::edit::mask::Mask;
+use crate::edit::ops::{Edit, InterpMode, LatentSource};
+use crate::grid::Grid;
+
+/// Resolves recipe sources against the open images and the encoded folders.
+pub struct DocSource<'a> {
+    pub docs: &'a [Document],
+    pub folders: &'a HashMap<String, Vec<Grid>>,
+}
+
+impl LatentSource for DocSource<'_> {
+    fn latent(&self, path: &str) -> Result<Grid> {
+        let doc = self
+            .docs
+            .iter()
+            .find(|d| d.key() == path)
+            .with_context(|| format!("image {path} is not open in the library"))?;
+        doc.analysis
+            .as_ref()
+            .map(|a| a.latent.clone())
+            .with_context(|| format!("image {path} is not encoded yet"))
+    }
+
+    fn latents_in(&self, folder: &str) -> Result<Vec<Grid>> {
+        self.folders
+            .get(folder)
+            .cloned()
+            .with_context(|| format!("folder {folder} is not encoded yet (press \"Encode\")"))
+    }
+}
+
+/// Which slider is being previewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slider {
+    Channel,
+    Blend,
+    Direction,
+}
+
+pub struct EditState {
+    /// An edit shown but not yet in the history.
+    pub preview: Option<Edit>,
+    pub preview_from: Option<Slider>,
+    /// The stroke being painted, in fractions of the image.
+    pub stroke: Vec<[f32; 2]>,
+    /// Transplant / blend source: a document id.
+    pub source: Option<u64>,
+    pub channel: usize,
+    pub channel_factor: f32,
+    pub channel_offset: f32,
+    pub blend_t: f32,
+    pub slerp: bool,
+    pub positive: String,
+    pub negative: String,
+    pub direction: f32,
+    pub seed: u64,
+}
+
+impl Default for EditState {
+    fn default() -> Self {
+        Self {
+            preview: None,
+            preview_from: None,
+            stroke: Vec::new(),
+            source: None,
+            channel: 0,
+            channel_factor: 1.0,
+            channel_offset: 0.0,
+            blend_t: 0.0,
+            slerp: false,
+            positive: String::new(),
+            negative: String::new(),
+            direction: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+impl AppState {
+    /// The source image for transplant and blend: the chosen one, else another open image.
+    pub fn source_doc(&self) -> Option<&Document> {
+        let active = self.active_doc().map(|d| d.id);
+        self.edit
+            .source
+            .and_then(|id| self.doc_by_id(id))
+            .filter(|d| Some(d.id) != active)
+            .or_else(|| self.docs.iter().find(|d| Some(d.id) != active && d.is_ready()))
+    }
+
+    /// The edit a brush stroke through `points` makes with the current brush.
+    pub fn brush_edit(&self, points: Vec<[f32; 2]>) -> Option<Edit> {
+        let b = &self.session.settings.brush;
+        let mask = Mask::stroke(points, b.radius.max(1e-3), b.hardness.clamp(0.0, 1.0));
+        Some(match b.kind {
+            BrushKind::Transplant => {
+                Edit::Transplant { source: self.source_doc()?.key(), mask, strength: b.strength }
+            }
+            BrushKind::Noise => {
+                Edit::Noise { seed: self.edit.seed, sigma: b.strength, mask: Some(mask) }
+            }
+            BrushKind::Smooth => Edit::Smooth {
+                radius: None,
+                sigma: Some(0.3 + 2.0 * b.strength.max(0.0)),
+                mask: Some(mask),
+            },
+            BrushKind::Channel => Edit::ScaleChannels {
+                channels: vec![self.edit.channel],
+                factor: self.edit.channel_factor,
+                mask: Some(mask),
+            },
+        })
+    }
+
+    /// A point of the stroke being painted (fractions of the image); shows it live.
+    pub fn stroke_point(&mut self, p: [f32; 2]) {
+        let min_step = self.session.settings.brush.radius * 0.3;
+        if let Some(last) = self.edit.stroke.last() {
+            let d = ((last[0] - p[0]).powi(2) + (last[1] - p[1]).powi(2)).sqrt();
+            if d < min_step {
+                return;
+            }
+        }
+        self.edit.stroke.push(p);
+        self.edit.preview = self.brush_edit(self.edit.stroke.clone());
+        self.edit.preview_from = None;
+        if self.edit.preview.is_none() {
+            self.edit.stroke.clear();
+            let text = "transplant needs a second open image as its source";
+            if !self.notices.iter().any(|n| n.text == text) {
+                self.notify(text, true);
+            }
+        }
+    }
+
+    /// Ends the stroke: it becomes one edit in the history.
+    pub fn end_stroke(&mut self) {
+        if self.edit.stroke.is_empty() {
+            return;
+        }
+        let points = std::mem::take(&mut self.edit.stroke);
+        self.edit.preview = None;
+        if let Some(edit) = self.brush_edit(points)
+            && self.push_edit(edit)
+        {
+            self.edit.seed = self.edit.seed.wrapping_add(1);
+        }
+    }
+
+    /// Previews the edit a slider of the edit panel stands for (as dragging it does).
+    pub fn set_slider_preview(&mut self, which: Slider) {
+        let edit = match which {
+            Slider::Channel => {
+                let e = &self.edit;
+                if e.channel_offset != 0.0 && e.channel_factor == 1.0 {
+                    Some(Edit::OffsetChannels {
+                        channels: vec![e.channel],
+                        offset: e.channel_offset,
+                        mask: None,
+                    })
+                } else {
+                    Some(Edit::ScaleChannels {
+                        channels: vec![e.channel],
+                        factor: e.channel_factor,
+                        mask: None,
+                    })
+                }
+            }
+            Slider::Blend => self.source_doc().map(|s| Edit::Interpolate {
+                source: s.key(),
+                t: self.edit.blend_t,
+                mode: if self.edit.slerp { InterpMode::Slerp } else { InterpMode::Lerp },
+            }),
+            Slider::Direction => Some(Edit::Direction {
+                positive: self.edit.positive.clone(),
+                negative: self.edit.negative.clone(),
+                strength: self.edit.direction,
+                mask: None,
+            }),
+        };
+        self.edit.preview = edit;
+        self.edit.preview_from = Some(which);
+    }
+
+    /// Commits the previewed slider edit to the history.
+    pub fn apply_preview(&mut self) {
+        if let Some(edit) = self.edit.preview.take() {
+            self.push_edit(edit);
+        }
+        self.edit.preview_from = None;
+        self.edit.channel_factor = 1.0;
+        self.edit.channel_offset = 0.0;
+        self.edit.direction = 0.0;
+    }
+}
+
+fn pick_folder() -> Option<PathBuf> {
+    rfd::FileDialog::new().pick_folder()
+}
+
+pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
+    ui.heading("Brush");
+    ui.horizontal_wrapped(|ui| {
+        for kind in BrushKind::ALL {
+            ui.selectable_value(&mut st.session.settings.brush.kind, kind, kind.label())
+                .on_hover_text(kind.tooltip());
+        }
+    });
+    {
+        let b = &mut st.session.settings.brush;
+        ui.add(egui::Slider::new(&mut b.radius, 0.01..=0.5).text("size"))
+            .on_hover_text("Brush radius as a fraction of the image width ([ and ] change it)");
+        ui.add(egui::Slider::new(&mut b.strength, 0.0..=2.0).text("strength"))
+            .on_hover_text("How strongly the brush edits: transplant weight, noise sigma, blur");
+        ui.add(egui::Slider::new(&mut b.hardness, 0.0..=1.0).text("hardness"))
+            .on_hover_text("1: hard edge; 0: fades from the stroke's centre to its rim");
+    }
+
+    // Source image for transplant and blend.
+    let active = st.active_doc().map(|d| d.id);
+    let candidates: Vec<(u64, String)> =
+        st.docs.iter().filter(|d| Some(d.id) != active).map(|d| (d.id, d.name.clone())).collect();
+    let current = st.source_doc().map_or("(open a second image)".to_string(), |d| d.name.clone());
+    egui::ComboBox::from_label("source")
+        .selected_text(current)
+        .show_ui(ui, |ui| {
+            for (id, name) in &candidates {
+                ui.selectable_value(&mut st.edit.source, Some(*id), name);
+            }
+        })
+        .response
+        .on_hover_text("The image that transplant and blend take latents from");
+
+    ui.separator();
+    ui.heading("Channels");
+    let channels = st.model.as_ref().map_or(1, |m| m.config.latent_channels);
+    let mut changed = false;
+    ui.horizontal(|ui| {
+        ui.label("channel");
+        changed |= ui
+            .add(egui::DragValue::new(&mut st.edit.channel).range(0..=channels.saturating_sub(1)))
+            .on_hover_text("Latent channel to edit (also picked in the inspector's channel grid)")
+            .changed();
+    });
+    changed |= ui
+        .add(egui::Slider::new(&mut st.edit.channel_factor, -3.0..=3.0).text("scale"))
+        .on_hover_text("Multiply the channel everywhere (previewed live; Apply keeps it)")
+        .changed();
+    changed |= ui
+        .add(egui::Slider::new(&mut st.edit.channel_offset, -3.0..=3.0).text("offset"))
+        .on_hover_text("Add to the channel everywhere (previewed live; Apply keeps it)")
+        .changed();
+    if changed {
+        st.set_slider_preview(Slider::Channel);
+    }
+
+    ui.separator();
+    ui.heading("Blend");
+    let mut changed = ui
+        .add(egui::Slider::new(&mut st.edit.blend_t, 0.0..=1.0).text("towards source"))
+        .on_hover_text("Interpolate the whole latent towards the source image; regenerates live")
+        .changed();
+    changed |= ui
+        .checkbox(&mut st.edit.slerp, "spherical")
+        .on_hover_text("Slerp instead of a straight line")
+        .changed();
+    if changed {
+        st.set_slider_preview(Slider::Blend);
+    }
+
+    ui.separator();
+    ui.heading("Direction");
+    for (label, positive) in [("positive", true), ("negative", false)] {
+        ui.horizontal(|ui| {
+            let text = if positive { &mut st.edit.positive } else { &mut st.edit.negative };
+            ui.label(label);
+            ui.add(egui::TextEdit::singleline(text).desired_width(140.0))
+                .on_hover_text("A folder of images showing the attribute (or its absence)");
+            if ui.button("…").on_hover_text("Pick the folder").clicked()
+                && let Some(f) = pick_folder()
+            {
+                *text = f.to_string_lossy().into_owned();
+            }
+        });
+    }
+    ui.horizontal(|ui| {
+        if ui.button("Encode folders").on_hover_text("Encode both folders' images").clicked() {
+            let size = st.size();
+            for f in [st.edit.positive.clone(), st.edit.negative.clone()] {
+                if f.is_empty() {
+                    continue;
+                }
+                st.worker.send(Job::EncodeFolder { folder: PathBuf::from(f), size });
+            }
+        }
+        let ready = st.folders.contains_key(&st.edit.positive)
+            && st.folders.contains_key(&st.edit.negative);
+        ui.label(if ready { "ready" } else { "not encoded" });
+    });
+    if ui
+        .add(egui::Slider::new(&mut st.edit.direction, -3.0..=3.0).text("strength"))
+        .on_hover_text("Move along mean(positive) - mean(negative)")
+        .changed()
+    {
+        st.set_slider_preview(Slider::Direction);
+    }
+
+    ui.separator();
+    ui.horizontal(|ui| {
+        let has = st.edit.preview.is_some() && st.edit.stroke.is_empty();
+        if ui
+            .add_enabled(has, egui::Button::new("Apply"))
+            .on_hover_text("Keep the previewed slider edit in the history")
+            .clicked()
+        {
+            st.apply_preview();
+        }
+        if ui
+            .add_enabled(has, egui::Button::new("Discard"))
+            .on_hover_text("Drop the previewed slider edit")
+            .clicked()
+        {
+            st.edit.preview = None;
+            st.edit.preview_from = None;
+        }
+    });
+
+    ui.separator();
+    ui.heading("Recipe");
+    ui.horizontal(|ui| {
+        if ui.button("Save recipe…").on_hover_text("Save this image's edits as JSON").clicked()
+            && let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).save_file()
+            && let Err(e) = st.save_recipe(&p)
+        {
+            st.notify(format!("{e:#}"), true);
+        }
+        if ui.button("Load recipe…").on_hover_text("Replace this image's edits").clicked()
+            && let Some(p) = rfd::FileDialog::new().add_filter("recipe", &["json"]).pick_file()
+            && let Err(e) = st.load_recipe(&p)
+        {
+            st.notify(format!("{e:#}"), true);
+        }
+    });
+}

@@ -1,0 +1,798 @@
+//! The desktop application: an eframe/egui window on the wgpu renderer.
+//!
+//! Structure (after egui's demo app): [`AppState`] holds everything the window shows and is
+//! saved as the session; one module per panel draws it (`library`, `canvas`, `inspector`, `edit`,
+//! `history`, `train`, `models`, `status`); [`worker`] owns the model on a background thread;
+//! [`gpu`] draws token maps with our WGSL shaders.
+
+pub mod canvas;
+pub mod edit;
+pub mod gpu;
+pub mod history;
+pub mod inspector;
+pub mod latency;
+pub mod library;
+pub mod models;
+pub mod state;
+pub mod status;
+pub mod train;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use egui::{Key, KeyboardShortcut, Modifiers};
+
+use crate::backend::BackendChoice;
+use crate::edit::history::History;
+use crate::edit::recipe::Recipe;
+use crate::grid::Grid;
+use state::{DocStatus, Document, Edited, Notice, Session, ThemeChoice};
+use worker::{Job, ModelInfo, Reply, Worker};
+
+/// How the app starts.
+#[derive(Clone, Debug)]
+pub struct AppOptions {
+    /// Overrides the session's backend when not `None`.
+    pub backend: Option<BackendChoice>,
+    /// Overrides the session's model.
+    pub model: Option<PathBuf>,
+    /// Working resolution override.
+    pub size: Option<usize>,
+    /// Where the session is saved; `None` keeps nothing between runs.
+    pub session_path: Option<PathBuf>,
+    /// Open the sample photo when the session has no images.
+    pub open_sample: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            model: None,
+            size: None,
+            session_path: Session::default_path(),
+            open_sample: true,
+        }
+    }
+}
+
+/// Environment variable naming an FAE checkpoint to use instead of the built-in model (the app
+/// and the `interaction` benchmark read it).
+pub const MODEL_ENV: &str = "FAE_STUDIO_MODEL";
+
+/// The sample photo a new user sees first.
+pub fn sample_image() -> Option<PathBuf> {
+    crate::assets::path("samples/chelsea.png").ok()
+}
+
+/// Opens the window; returns when it is closed.
+pub fn run(backend: BackendChoice) -> Result<()> {
+    let mut native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("FAE Studio")
+            .with_app_id("fae-studio")
+            .with_inner_size([1400.0, 860.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    // With a GPU for the model, the window renders on burn's own wgpu device, so both share it.
+    let shared = match backend {
+        BackendChoice::Wgpu => true,
+        BackendChoice::Auto => crate::backend::has_gpu(),
+        BackendChoice::Cpu => false,
+    };
+    if shared && let Ok(setup) = crate::backend::wgpu_setup() {
+        native.wgpu_options.wgpu_setup =
+            eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
+                instance: setup.instance,
+                adapter: setup.adapter,
+                device: setup.device,
+                queue: setup.queue,
+            });
+    }
+    let options = AppOptions {
+        backend: (backend != BackendChoice::Auto).then_some(backend),
+        model: std::env::var_os(MODEL_ENV).map(PathBuf::from),
+        ..AppOptions::default()
+    };
+    eframe::run_native(
+        "FAE Studio",
+        native,
+        Box::new(move |cc| Ok(Box::new(FaeApp::new(cc, options)))),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// Where the pointer is over a token grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hover {
+    pub doc: u64,
+    pub y: usize,
+    pub x: usize,
+}
+
+/// Everything the window shows.
+pub struct AppState {
+    pub session: Session,
+    pub docs: Vec<Document>,
+    pub active: Option<usize>,
+    next_id: u64,
+    pub worker: Worker,
+    pub model: Option<ModelInfo>,
+    pub model_error: Option<String>,
+    /// Bumped on every model load; replies for an older model are dropped.
+    pub model_generation: u64,
+    pub notices: Vec<Notice>,
+    /// A wgpu renderer with our pipeline is available.
+    pub gpu: bool,
+    pub canvas: canvas::CanvasState,
+    pub inspector: inspector::InspectorState,
+    pub edit: edit::EditState,
+    pub train: train::TrainPanel,
+    pub models: models::ModelsPanel,
+    /// Latents of the images in folders, for direction edits.
+    pub folders: HashMap<String, Vec<Grid>>,
+    pub hover: Option<Hover>,
+    pub session_path: Option<PathBuf>,
+    last_saved: Option<Session>,
+    last_save_at: Instant,
+    pub show_help: bool,
+    pub maps: gpu::TextureCache,
+    /// The last regeneration sent, for the stroke-to-image latency.
+    sent: Option<(u64, Instant)>,
+    /// Latency from an edit to its regenerated image, in ms (latest and all).
+    pub latencies: Vec<f64>,
+    pub tools_tab: ToolsTab,
+    repaint: Arc<dyn Fn() + Send + Sync>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToolsTab {
+    Edit,
+    Train,
+    Models,
+}
+
+impl AppState {
+    pub fn new(ctx: &egui::Context, options: AppOptions, gpu: bool) -> Self {
+        let ctx2 = ctx.clone();
+        let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx2.request_repaint());
+        let mut notices = Vec::new();
+        let session = match options.session_path.as_deref().map(Session::load) {
+            Some(Ok(Some(s))) => s,
+            Some(Err(e)) => {
+                notices.push(Notice {
+                    text: format!("{e:#}; starting a new session"),
+                    error: true,
+                    at: Instant::now(),
+                });
+                Session::default()
+            }
+            _ => Session::default(),
+        };
+        let mut state = Self {
+            session,
+            docs: Vec::new(),
+            active: None,
+            next_id: 1,
+            worker: Worker::spawn(repaint.clone()),
+            model: None,
+            model_error: None,
+            model_generation: 0,
+            notices,
+            gpu,
+            canvas: Default::default(),
+            inspector: Default::default(),
+            edit: Default::default(),
+            train: Default::default(),
+            models: Default::default(),
+            folders: HashMap::new(),
+            hover: None,
+            session_path: options.session_path.clone(),
+            last_saved: None,
+            last_save_at: Instant::now(),
+            show_help: false,
+            maps: Default::default(),
+            sent: None,
+            latencies: Vec::new(),
+            tools_tab: ToolsTab::Edit,
+            repaint,
+        };
+        if let Some(b) = options.backend {
+            state.session.settings.backend = state::BackendSetting::from_choice(b);
+        }
+        if options.model.is_some() {
+            state.session.settings.model = options.model.clone();
+        }
+        if options.size.is_some() {
+            state.session.settings.size = options.size;
+        }
+        if let Some(m) = state.session.settings.model.clone()
+            && !m.is_file()
+        {
+            state.session.settings.model = None;
+            let text = format!("model {} is gone; using the built-in model", m.display());
+            state.notify(text, true);
+        }
+        apply_theme(ctx, state.session.settings.theme);
+        state.last_saved = Some(state.session.clone());
+        state.load_model(state.session.settings.model.clone());
+        let images: Vec<PathBuf> =
+            state.session.images.iter().filter(|p| p.is_file()).cloned().collect();
+        let active = state.session.active.clone();
+        let recipes = state.session.recipes.clone();
+        if images.is_empty() {
+            if options.open_sample
+                && let Some(sample) = sample_image()
+            {
+                state.open_paths(vec![sample]);
+            }
+        } else {
+            state.open_paths(images);
+            for doc in &mut state.docs {
+                doc.pending_recipe =
+                    recipes.get(&doc.key()).filter(|r| !r.edits.is_empty()).cloned();
+            }
+            if let Some(a) = active {
+                state.active = state.docs.iter().position(|d| d.path == a).or(state.active);
+            }
+        }
+        state
+    }
+
+    pub fn notify(&mut self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        if error {
+            eprintln!("fae-studio: {text}");
+        }
+        self.notices.push(Notice { text, error, at: Instant::now() });
+        if self.notices.len() > 6 {
+            self.notices.remove(0);
+        }
+    }
+
+    /// Loads a model on the worker; every open image is encoded again once it is ready.
+    pub fn load_model(&mut self, path: Option<PathBuf>) {
+        self.model_generation += 1;
+        self.model = None;
+        self.model_error = None;
+        self.session.settings.model = path.clone();
+        let backend = self.session.settings.backend.choice();
+        self.worker.send(Job::LoadModel { path, backend, generation: self.model_generation });
+    }
+
+    /// The working size in pixels: the setting, else the model's training size.
+    pub fn size(&self) -> Option<usize> {
+        self.session.settings.size.or(self.model.as_ref().map(|m| m.config.image_size))
+    }
+
+    /// Opens images and folders of images (the library, dialogs and drag and drop all come
+    /// here). Unreadable entries become notices.
+    pub fn open_paths(&mut self, paths: Vec<PathBuf>) {
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                match worker::images_in(&p) {
+                    Ok(list) if list.is_empty() => {
+                        self.notify(format!("folder {} holds no images", p.display()), true)
+                    }
+                    Ok(list) => files.extend(list),
+                    Err(e) => self.notify(format!("{e:#}"), true),
+                }
+            } else if worker::is_image(&p) {
+                files.push(p);
+            } else {
+                self.notify(format!("{} is not an image this app can read", p.display()), true);
+            }
+        }
+        for path in files {
+            if let Some(i) = self.docs.iter().position(|d| d.path == path) {
+                self.active = Some(i);
+                continue;
+            }
+            let mut doc = Document::new(self.next_id, path);
+            self.next_id += 1;
+            if self.model.is_some() {
+                self.worker.send(Job::Encode {
+                    doc: doc.id,
+                    path: doc.path.clone(),
+                    size: self.size(),
+                    generation: self.model_generation,
+                });
+            }
+            doc.status = DocStatus::Queued;
+            self.docs.push(doc);
+            self.active = Some(self.docs.len() - 1);
+        }
+    }
+
+    pub fn close_doc(&mut self, index: usize) {
+        if index < self.docs.len() {
+            self.docs.remove(index);
+            self.active = if self.docs.is_empty() {
+                None
+            } else {
+                Some(self.active.unwrap_or(0).min(self.docs.len() - 1))
+            };
+        }
+    }
+
+    pub fn active_doc(&self) -> Option<&Document> {
+        self.active.and_then(|i| self.docs.get(i))
+    }
+
+    pub fn active_doc_mut(&mut self) -> Option<&mut Document> {
+        self.active.and_then(|i| self.docs.get_mut(i))
+    }
+
+    pub fn doc_by_id(&self, id: u64) -> Option<&Document> {
+        self.docs.iter().find(|d| d.id == id)
+    }
+
+    fn encode_all(&mut self) {
+        let size = self.size();
+        for doc in &mut self.docs {
+            if let Some(h) = doc.history.take()
+                && !h.is_empty()
+            {
+                doc.pending_recipe = Some(h.recipe().clone());
+            }
+            doc.status = DocStatus::Queued;
+            doc.requested = None;
+            self.worker.send(Job::Encode {
+                doc: doc.id,
+                path: doc.path.clone(),
+                size,
+                generation: self.model_generation,
+            });
+        }
+    }
+
+    /// Changes the working resolution and encodes every image again.
+    pub fn set_size(&mut self, size: Option<usize>) {
+        self.session.settings.size = size;
+        if self.model.is_some() {
+            self.encode_all();
+        }
+    }
+
+    /// Handles the worker's replies.
+    pub fn poll(&mut self, ctx: &egui::Context) {
+        for reply in self.worker.poll() {
+            match reply {
+                Reply::Model { generation, result } if generation == self.model_generation => {
+                    match result {
+                        Ok(info) => {
+                            self.model = Some(*info);
+                            self.model_error = None;
+                            self.encode_all();
+                        }
+                        Err(e) => {
+                            self.notify(e.clone(), true);
+                            self.model_error = Some(e);
+                        }
+                    }
+                }
+                Reply::Model { .. } => {}
+                Reply::Encoded { doc, generation, result } => {
+                    if generation != self.model_generation {
+                        continue;
+                    }
+                    let Some(i) = self.docs.iter().position(|d| d.id == doc) else { continue };
+                    match result {
+                        Ok(analysis) => {
+                            let d = &mut self.docs[i];
+                            d.history = Some(History::new(analysis.latent.clone()));
+                            d.analysis = Some(Arc::new(*analysis));
+                            d.status = DocStatus::Ready;
+                            d.edited = None;
+                            d.requested = None;
+                            d.version += 1;
+                            self.apply_pending_recipes(false);
+                        }
+                        Err(e) => {
+                            let d = &mut self.docs[i];
+                            let text = format!("{}: {e}", d.name);
+                            d.status = DocStatus::Failed(e.clone());
+                            if e != "cancelled" {
+                                self.notify(text, true);
+                            }
+                        }
+                    }
+                }
+                Reply::Decoded { doc, key, latent, result } => {
+                    let Some(d) = self.docs.iter_mut().find(|d| d.id == doc) else { continue };
+                    match result {
+                        Ok(out) => {
+                            d.edited = Some(Edited {
+                                key,
+                                latent,
+                                image: out.image,
+                                restored: out.restored,
+                                ms: out.ms,
+                            });
+                            d.version += 1;
+                            if let Some((k, at)) = self.sent
+                                && k == key
+                            {
+                                self.latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                                self.sent = None;
+                            }
+                        }
+                        Err(e) if e == "superseded" || e == "cancelled" => {
+                            if d.requested == Some(key) {
+                                d.requested = None;
+                            }
+                        }
+                        Err(e) => {
+                            let text = format!("{}: regeneration failed: {e}", d.name);
+                            self.notify(text, true);
+                        }
+                    }
+                }
+                Reply::Folder { folder, result } => match result {
+                    Ok(latents) => {
+                        let n = latents.len();
+                        self.folders.insert(folder.to_string_lossy().into_owned(), latents);
+                        self.notify(format!("{}: {n} images encoded", folder.display()), false);
+                    }
+                    Err(e) => self.notify(format!("{}: {e}", folder.display()), true),
+                },
+            }
+        }
+        self.train.poll(ctx);
+        self.models.poll();
+        for text in self.models.take_messages() {
+            self.notify(text.0, text.1);
+        }
+        for text in self.train.take_messages() {
+            self.notify(text.0, text.1);
+        }
+    }
+
+    /// Rebuilds histories from recipes (from the session or a file) once their sources are
+    /// ready. With `force`, recipes still waiting on missing sources fail with a notice.
+    pub fn apply_pending_recipes(&mut self, force: bool) {
+        for i in 0..self.docs.len() {
+            if !self.docs[i].is_ready() {
+                continue;
+            }
+            let Some(recipe) = self.docs[i].pending_recipe.clone() else { continue };
+            let base = match &self.docs[i].analysis {
+                Some(a) => a.latent.clone(),
+                None => continue,
+            };
+            let result = {
+                let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
+                History::from_recipe(base, &recipe, &src)
+            };
+            match result {
+                Ok(h) => {
+                    let d = &mut self.docs[i];
+                    d.history = Some(h);
+                    d.pending_recipe = None;
+                    d.requested = None;
+                }
+                Err(e) => {
+                    let waiting = self.docs.iter().any(|d| !d.is_ready())
+                        && !matches!(self.docs[i].status, DocStatus::Failed(_));
+                    if force || !waiting {
+                        let text = format!("{}: recipe not applied: {e:#}", self.docs[i].name);
+                        self.docs[i].pending_recipe = None;
+                        self.notify(text, true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The active image's edits plus the edit being previewed (a stroke in progress, a slider
+    /// being dragged).
+    fn effective_recipe(&self, doc: &Document) -> Option<Recipe> {
+        let h = doc.history.as_ref()?;
+        let mut r = h.recipe().clone();
+        if let Some(p) = &self.edit.preview {
+            r.edits.push(p.clone());
+        }
+        Some(r)
+    }
+
+    /// Sends the active image's edited latent for regeneration when its recipe changed.
+    pub fn regenerate(&mut self) {
+        let Some(i) = self.active else { return };
+        let Some(doc) = self.docs.get(i) else { return };
+        if !doc.is_ready() || self.model.is_none() {
+            return;
+        }
+        let Some(recipe) = self.effective_recipe(doc) else { return };
+        let key =
+            recipe.fingerprint() ^ doc.id.rotate_left(17) ^ self.model_generation.rotate_left(41);
+        if doc.requested == Some(key) {
+            return;
+        }
+        let (Some(h), Some(a)) = (doc.history.as_ref(), doc.analysis.as_ref()) else { return };
+        let latent = match &self.edit.preview {
+            None => h.current().clone(),
+            Some(edit) => {
+                let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
+                match edit.apply(h.current(), &src) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let text = format!("{e:#}");
+                        self.edit.preview = None;
+                        self.notify(text, true);
+                        return;
+                    }
+                }
+            }
+        };
+        let id = doc.id;
+        if recipe.edits.is_empty() {
+            let edited = Edited {
+                key,
+                latent: Arc::new(latent),
+                image: a.recon.clone(),
+                restored: a.restored.clone(),
+                ms: 0.0,
+            };
+            let d = &mut self.docs[i];
+            d.edited = Some(edited);
+            d.requested = Some(key);
+            d.version += 1;
+            return;
+        }
+        self.docs[i].requested = Some(key);
+        self.sent = Some((key, Instant::now()));
+        self.worker.send(Job::Decode { doc: id, key, latent: Arc::new(latent) });
+    }
+
+    /// Applies `edit` to the active image's history.
+    pub fn push_edit(&mut self, edit: crate::edit::ops::Edit) -> bool {
+        let Some(i) = self.active else { return false };
+        let Some(mut h) = self.docs[i].history.take() else { return false };
+        let result = {
+            let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
+            h.push(edit, &src).map(|_| ())
+        };
+        self.docs[i].history = Some(h);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.notify(format!("{e:#}"), true);
+                false
+            }
+        }
+    }
+
+    pub fn undo(&mut self) -> bool {
+        self.edit.preview = None;
+        self.active_doc_mut().and_then(|d| d.history.as_mut()).is_some_and(|h| h.undo().is_some())
+    }
+
+    pub fn redo(&mut self) -> bool {
+        self.edit.preview = None;
+        self.active_doc_mut().and_then(|d| d.history.as_mut()).is_some_and(|h| h.redo().is_some())
+    }
+
+    /// Saves the active image's recipe as JSON.
+    pub fn save_recipe(&mut self, path: &Path) -> Result<()> {
+        let doc = self.active_doc().ok_or_else(|| anyhow::anyhow!("no image is open"))?;
+        let h = doc.history.as_ref().ok_or_else(|| anyhow::anyhow!("the image is not ready"))?;
+        h.recipe().save(path)
+    }
+
+    /// Loads a recipe and applies it to the active image (replacing its edits).
+    pub fn load_recipe(&mut self, path: &Path) -> Result<()> {
+        let recipe = Recipe::load(path)?;
+        let i = self.active.ok_or_else(|| anyhow::anyhow!("no image is open"))?;
+        let base = self.docs[i]
+            .analysis
+            .as_ref()
+            .map(|a| a.latent.clone())
+            .ok_or_else(|| anyhow::anyhow!("the image is not ready"))?;
+        let h = {
+            let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
+            History::from_recipe(base, &recipe, &src)?
+        };
+        self.docs[i].history = Some(h);
+        self.edit.preview = None;
+        Ok(())
+    }
+
+    /// The session as it stands now.
+    pub fn current_session(&self) -> Session {
+        let mut s = self.session.clone();
+        s.images = self.docs.iter().map(|d| d.path.clone()).collect();
+        s.active = self.active_doc().map(|d| d.path.clone());
+        s.recipes.clear();
+        for d in &self.docs {
+            let recipe = match (&d.history, &d.pending_recipe) {
+                (_, Some(r)) => Some(r.clone()),
+                (Some(h), None) if !h.is_empty() => Some(h.recipe().clone()),
+                _ => None,
+            };
+            if let Some(r) = recipe {
+                s.recipes.insert(d.key(), r);
+            }
+        }
+        s
+    }
+
+    /// Saves the session when it changed, at most twice a second (and at once with `now`).
+    pub fn autosave(&mut self, now: bool) {
+        let Some(path) = self.session_path.clone() else { return };
+        if !now && self.last_save_at.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        let session = self.current_session();
+        if self.last_saved.as_ref() == Some(&session) {
+            return;
+        }
+        self.last_save_at = Instant::now();
+        match session.save(&path) {
+            Ok(()) => self.last_saved = Some(session),
+            Err(e) => {
+                self.last_saved = Some(session);
+                self.notify(format!("cannot save the session: {e:#}"), true);
+            }
+        }
+    }
+
+    pub fn set_theme(&mut self, ctx: &egui::Context, theme: ThemeChoice) {
+        self.session.settings.theme = theme;
+        apply_theme(ctx, theme);
+    }
+
+    fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        let redo_a = KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+        let redo_b = KeyboardShortcut::new(Modifiers::COMMAND, Key::Y);
+        let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+        let (mut do_undo, mut do_redo) = (false, false);
+        let (mut bigger, mut smaller, mut help, mut cancel) = (false, false, false, false);
+        let typing = ctx.egui_wants_keyboard_input();
+        ctx.input_mut(|i| {
+            if i.consume_shortcut(&redo_a) || i.consume_shortcut(&redo_b) {
+                do_redo = true;
+            } else if i.consume_shortcut(&undo) {
+                do_undo = true;
+            }
+            if !typing {
+                for e in &i.events {
+                    if let egui::Event::Text(t) = e {
+                        bigger |= t == "]";
+                        smaller |= t == "[";
+                    }
+                }
+                bigger |= i.key_pressed(Key::CloseBracket);
+                smaller |= i.key_pressed(Key::OpenBracket);
+                help = i.key_pressed(Key::F1);
+                cancel = i.key_pressed(Key::Escape);
+            }
+        });
+        if do_undo {
+            self.undo();
+        }
+        if do_redo {
+            self.redo();
+        }
+        let brush = &mut self.session.settings.brush;
+        if bigger {
+            brush.radius = (brush.radius * 1.25).min(0.5);
+        }
+        if smaller {
+            brush.radius = (brush.radius / 1.25).max(0.01);
+        }
+        if help {
+            self.show_help = !self.show_help;
+        }
+        if cancel {
+            self.worker.cancel();
+        }
+    }
+
+    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        if !dropped.is_empty() {
+            self.open_paths(dropped);
+        }
+    }
+}
+
+fn apply_theme(ctx: &egui::Context, theme: ThemeChoice) {
+    ctx.set_theme(match theme {
+        ThemeChoice::Dark => egui::Theme::Dark,
+        ThemeChoice::Light => egui::Theme::Light,
+    });
+}
+
+/// The application: state plus the drawing of every panel.
+pub struct FaeApp {
+    pub state: AppState,
+}
+
+impl FaeApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
+        let gpu = gpu::init(cc.wgpu_render_state.as_ref());
+        Self { state: AppState::new(&cc.egui_ctx, options, gpu) }
+    }
+}
+
+impl eframe::App for FaeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        let st = &mut self.state;
+        st.poll(&ctx);
+        st.handle_shortcuts(&ctx);
+        st.handle_dropped_files(&ctx);
+
+        egui::Panel::top("menu").show(ui, |ui| status::menu_bar(ui, st));
+        egui::Panel::bottom("status").show(ui, |ui| status::ui(ui, st));
+        if st.session.settings.show_library {
+            egui::Panel::left("library")
+                .resizable(true)
+                .default_size(190.0)
+                .show(ui, |ui| library::ui(ui, st));
+        }
+        if st.session.settings.show_tools {
+            egui::Panel::right("tools")
+                .resizable(true)
+                .default_size(300.0)
+                .show(ui, |ui| tools_ui(ui, st));
+        }
+        if st.session.settings.show_inspector {
+            egui::Panel::right("inspector")
+                .resizable(true)
+                .default_size(330.0)
+                .show(ui, |ui| inspector::ui(ui, st));
+        }
+        egui::CentralPanel::default().show(ui, |ui| canvas::ui(ui, st));
+        status::windows(&ctx, st);
+
+        st.regenerate();
+        st.autosave(false);
+        if st.worker.busy() || st.train.running() || st.models.busy() {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
+    }
+
+    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
+        self.state.autosave(true);
+    }
+
+    fn auto_save_interval(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+fn tools_ui(ui: &mut egui::Ui, st: &mut AppState) {
+    ui.horizontal(|ui| {
+        for (tab, label, tip) in [
+            (ToolsTab::Edit, "Edit", "Brushes, sliders, history and recipes"),
+            (ToolsTab::Train, "Fine-tune", "Train the model on a folder of your images"),
+            (ToolsTab::Models, "Models", "Encoder, FAE model, backend and resolution"),
+        ] {
+            ui.selectable_value(&mut st.tools_tab, tab, label).on_hover_text(tip);
+        }
+    });
+    ui.separator();
+    egui::ScrollArea::vertical().show(ui, |ui| match st.tools_tab {
+        ToolsTab::Edit => {
+            history::ui(ui, st);
+            ui.separator();
+            edit::ui(ui, st);
+        }
+        ToolsTab::Train => train::ui(ui, st),
+        ToolsTab::Models => models::ui(ui, st),
+    });
+}

@@ -1,0 +1,172 @@
+//! The models panel: which encoder and FAE model are in use, loading a checkpoint, downloading a
+//! Hugging Face encoder, the backend and the working resolution.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, channel};
+
+use super::AppState;
+use super::state::BackendSetting;
+
+/// A download in progress: repository, start time, result.
+type Download = (String, std::time::Instant, Receiver<Result<PathBuf, String>>);
+
+#[derive(Default)]
+pub struct ModelsPanel {
+    pub repo: String,
+    download: Option<Download>,
+    messages: Vec<(String, bool)>,
+    pub size_text: String,
+}
+
+impl ModelsPanel {
+    pub fn busy(&self) -> bool {
+        self.download.is_some()
+    }
+
+    pub fn poll(&mut self) {
+        let Some((repo, _, rx)) = &self.download else { return };
+        if let Ok(result) = rx.try_recv() {
+            let msg = match result {
+                Ok(p) => (format!("{repo} downloaded to {}", p.display()), false),
+                Err(e) => (e, true),
+            };
+            self.messages.push(msg);
+            self.download = None;
+        }
+    }
+
+    pub fn take_messages(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.messages)
+    }
+
+    /// Downloads an encoder from the Hugging Face hub on a thread.
+    pub fn start_download(&mut self, repo: String) {
+        let (tx, rx) = channel();
+        let r = repo.clone();
+        std::thread::spawn(move || {
+            let result = crate::encoders::source::download(&r).map_err(|e| format!("{e:#}"));
+            let _ = tx.send(result);
+        });
+        self.download = Some((repo, std::time::Instant::now(), rx));
+    }
+}
+
+pub fn load_checkpoint_dialog(st: &mut AppState) {
+    if let Some(p) =
+        rfd::FileDialog::new().add_filter("FAE checkpoint", &["safetensors"]).pick_file()
+    {
+        st.load_model(Some(p));
+    }
+}
+
+pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
+    ui.heading("Model in use");
+    match &st.model {
+        Some(m) => {
+            let c = &m.config;
+            egui::Grid::new("model-facts").striped(true).show(ui, |ui| {
+                let mut row = |k: &str, v: String| {
+                    ui.label(k);
+                    ui.label(v);
+                    ui.end_row();
+                };
+                row("FAE model", m.name.clone());
+                row("file", m.path.as_ref().map_or("built-in".into(), |p| p.display().to_string()));
+                row("training step", m.step.to_string());
+                row(
+                    "encoder",
+                    format!("{} ({} dims, patch {})", c.encoder, c.encoder_dim, c.patch_size),
+                );
+                row("latent", format!("{} channels", c.latent_channels));
+                row("feature decoder", format!("{} wide, {} blocks", c.dec_width, c.dec_depth));
+                row("pixel decoder", format!("{} wide, {} blocks", c.pix_width, c.pix_depth));
+                row("trained at", format!("{} px", c.image_size));
+                row("backend", format!("{} on {}", m.backend, m.adapter));
+                row("loaded in", format!("{:.0} ms", m.load_ms));
+            });
+        }
+        None => {
+            ui.label(st.model_error.as_deref().unwrap_or("loading…"));
+        }
+    }
+    ui.horizontal(|ui| {
+        if ui
+            .button("Load checkpoint…")
+            .on_hover_text("Use an FAE checkpoint (.safetensors), e.g. a fine-tuning run's latest")
+            .clicked()
+        {
+            load_checkpoint_dialog(st);
+        }
+        if ui.button("Built-in model").on_hover_text("Go back to the built-in model").clicked() {
+            st.load_model(None);
+        }
+    });
+
+    ui.separator();
+    ui.heading("Backend");
+    let mut b = st.session.settings.backend;
+    for choice in [BackendSetting::Auto, BackendSetting::Cpu, BackendSetting::Wgpu] {
+        ui.radio_value(&mut b, choice, choice.label())
+            .on_hover_text("Where the model runs; changing it reloads the model");
+    }
+    if b != st.session.settings.backend {
+        st.session.settings.backend = b;
+        let model = st.session.settings.model.clone();
+        st.load_model(model);
+    }
+
+    ui.separator();
+    ui.heading("Working resolution");
+    let patch = st.model.as_ref().map_or(14, |m| m.config.patch_size);
+    if st.models.size_text.is_empty() {
+        st.models.size_text = st.size().map_or(String::new(), |s| s.to_string());
+    }
+    ui.horizontal(|ui| {
+        ui.add(egui::TextEdit::singleline(&mut st.models.size_text).desired_width(60.0))
+            .on_hover_text(format!("Pixels; a multiple of the patch size ({patch})"));
+        if ui.button("Apply").on_hover_text("Encode every image again at this size").clicked() {
+            match st.models.size_text.trim().parse::<usize>() {
+                Ok(s) if s >= patch && s % patch == 0 && s <= 1024 => st.set_size(Some(s)),
+                _ => st.notify(
+                    format!(
+                        "working resolution must be a multiple of {patch} between {patch} and 1024"
+                    ),
+                    true,
+                ),
+            }
+        }
+        if ui.button("Model's").on_hover_text("Use the model's training size").clicked() {
+            st.models.size_text.clear();
+            st.set_size(None);
+        }
+    });
+
+    ui.separator();
+    ui.heading("Encoders");
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::TextEdit::singleline(&mut st.models.repo)
+                .hint_text("facebook/dinov2-base")
+                .desired_width(170.0),
+        )
+        .on_hover_text("A Hugging Face repository id");
+        let busy = st.models.busy();
+        if ui
+            .add_enabled(!busy && !st.models.repo.trim().is_empty(), egui::Button::new("Download"))
+            .on_hover_text(
+                "Fetch the encoder's weights into the Hugging Face cache (needs internet)",
+            )
+            .clicked()
+        {
+            let repo = st.models.repo.trim().to_string();
+            st.models.start_download(repo);
+        }
+    });
+    if let Some((repo, since, _)) = &st.models.download {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(format!("downloading {repo}… {:.0} s", since.elapsed().as_secs_f32()));
+        });
+    }
+    ui.weak("The built-in encoder is DINOv2-S (dinov2-small); a model remembers its encoder.");
+}

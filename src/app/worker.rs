@@ -1,0 +1,408 @@
+//! One background thread owns the model: the window sends it jobs through a channel and polls
+//! the replies each frame, so the interface never waits on a model call.
+//!
+//! Rapid regeneration requests are coalesced: of several queued decodes of one image only the
+//! newest runs, so painting stays live however slow the decoder is. A cancel flag drops the
+//! queued work; a panic inside a model call becomes an error reply, not a crash.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+
+use super::state::Analysis;
+use crate::backend::{self, BackendChoice};
+use crate::fae::{Fae, FaeConfig};
+use crate::grid::Grid;
+use crate::metrics;
+
+/// Work for the model thread.
+pub enum Job {
+    /// Load a checkpoint (the built-in model when `path` is `None`) on a backend.
+    LoadModel { path: Option<PathBuf>, backend: BackendChoice, generation: u64 },
+    /// Encode an image, reconstruct it and measure it.
+    Encode { doc: u64, path: PathBuf, size: Option<usize>, generation: u64 },
+    /// Decode an edited latent.
+    Decode { doc: u64, key: u64, latent: Arc<Grid> },
+    /// Encode every image of a folder (for direction edits).
+    EncodeFolder { folder: PathBuf, size: Option<usize> },
+}
+
+/// Facts about the loaded model, for the status bar and the models panel.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub config: FaeConfig,
+    pub step: u64,
+    pub backend: String,
+    pub adapter: String,
+    pub encoder_dim: usize,
+    pub generation: u64,
+    pub load_ms: f64,
+}
+
+pub enum Reply {
+    Model { generation: u64, result: Result<Box<ModelInfo>, String> },
+    Encoded { doc: u64, generation: u64, result: Result<Box<Analysis>, String> },
+    Decoded { doc: u64, key: u64, latent: Arc<Grid>, result: Result<Box<DecodeOut>, String> },
+    Folder { folder: PathBuf, result: Result<Vec<Grid>, String> },
+}
+
+pub struct DecodeOut {
+    pub image: image::Rgb32FImage,
+    pub restored: Grid,
+    pub ms: f64,
+}
+
+/// What the worker is doing now, for the status bar.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub label: String,
+    pub busy: bool,
+    pub started: Option<Instant>,
+    /// Jobs waiting behind the current one.
+    pub queued: usize,
+}
+
+pub struct Worker {
+    tx: Sender<Job>,
+    rx: Receiver<Reply>,
+    pub progress: Arc<Mutex<Progress>>,
+    pub cancel: Arc<AtomicBool>,
+    /// Jobs sent whose reply has not been received.
+    pub outstanding: usize,
+}
+
+impl Worker {
+    /// Starts the model thread; `repaint` is called after each reply.
+    pub fn spawn(repaint: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (tx, job_rx) = channel::<Job>();
+        let (reply_tx, rx) = channel::<Reply>();
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (p, c) = (progress.clone(), cancel.clone());
+        std::thread::Builder::new()
+            .name("fae-model".into())
+            .spawn(move || run(job_rx, reply_tx, p, c, repaint))
+            .expect("cannot start the model thread");
+        Self { tx, rx, progress, cancel, outstanding: 0 }
+    }
+
+    pub fn send(&mut self, job: Job) {
+        if self.tx.send(job).is_ok() {
+            self.outstanding += 1;
+        }
+    }
+
+    /// Replies that arrived since the last call.
+    pub fn poll(&mut self) -> Vec<Reply> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            self.outstanding = self.outstanding.saturating_sub(1);
+            out.push(r);
+        }
+        out
+    }
+
+    pub fn busy(&self) -> bool {
+        self.outstanding > 0
+    }
+
+    /// Drops the queued jobs (their replies come back as "cancelled").
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+const CANCELLED: &str = "cancelled";
+
+fn run(
+    jobs: Receiver<Job>,
+    replies: Sender<Reply>,
+    progress: Arc<Mutex<Progress>>,
+    cancel: Arc<AtomicBool>,
+    repaint: Arc<dyn Fn() + Send + Sync>,
+) {
+    let mut fae: Option<Fae> = None;
+    let mut generation = 0u64;
+    let set = |label: &str, busy: bool, queued: usize| {
+        if let Ok(mut p) = progress.lock() {
+            p.label = label.to_string();
+            p.busy = busy;
+            p.queued = queued;
+            p.started = busy.then(Instant::now);
+        }
+    };
+    loop {
+        let Ok(first) = jobs.recv() else { return };
+        let mut batch = vec![first];
+        loop {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let batch = coalesce(batch, &replies);
+        let total = batch.len();
+        for (i, job) in batch.into_iter().enumerate() {
+            let cancelled = cancel.load(Ordering::Relaxed);
+            let reply = match job {
+                Job::LoadModel { path, backend: choice, generation: g } => {
+                    set("Loading the model", true, total - i - 1);
+                    generation = g;
+                    fae = None;
+                    let result = guard(|| load(path.as_deref(), choice, g)).map(|(f, info)| {
+                        fae = Some(f);
+                        info
+                    });
+                    Reply::Model {
+                        generation: g,
+                        result: result.map(Box::new).map_err(|e| format!("{e:#}")),
+                    }
+                }
+                Job::Encode { doc, path, size, generation: g } => {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    set(&format!("Encoding {}", name.unwrap_or_default()), true, total - i - 1);
+                    let result = if cancelled {
+                        Err(CANCELLED.to_string())
+                    } else {
+                        match &fae {
+                            Some(f) if g == generation => {
+                                guard(|| analyse(f, &path, size)).map_err(|e| format!("{e:#}"))
+                            }
+                            _ => Err("no model is loaded".to_string()),
+                        }
+                    };
+                    Reply::Encoded { doc, generation: g, result: result.map(Box::new) }
+                }
+                Job::Decode { doc, key, latent } => {
+                    set("Regenerating", true, total - i - 1);
+                    let result = if cancelled {
+                        Err(CANCELLED.to_string())
+                    } else {
+                        match &fae {
+                            Some(f) => guard(|| decode(f, &latent)).map_err(|e| format!("{e:#}")),
+                            None => Err("no model is loaded".to_string()),
+                        }
+                    };
+                    Reply::Decoded { doc, key, latent, result: result.map(Box::new) }
+                }
+                Job::EncodeFolder { folder, size } => {
+                    set(&format!("Encoding folder {}", folder.display()), true, total - i - 1);
+                    let result = if cancelled {
+                        Err(CANCELLED.to_string())
+                    } else {
+                        match &fae {
+                            Some(f) => guard(|| encode_folder(f, &folder, size, &cancel))
+                                .map_err(|e| format!("{e:#}")),
+                            None => Err("no model is loaded".to_string()),
+                        }
+                    };
+                    Reply::Folder { folder, result }
+                }
+            };
+            if replies.send(reply).is_err() {
+                return;
+            }
+            repaint();
+        }
+        cancel.store(false, Ordering::Relaxed);
+        set("", false, 0);
+        repaint();
+    }
+}
+
+/// Keeps only the newest decode of each image; the dropped ones are answered as superseded so
+/// the sender's count of outstanding jobs stays right.
+fn coalesce(batch: Vec<Job>, replies: &Sender<Reply>) -> Vec<Job> {
+    let mut newest = std::collections::HashMap::new();
+    for (i, job) in batch.iter().enumerate() {
+        if let Job::Decode { doc, .. } = job {
+            newest.insert(*doc, i);
+        }
+    }
+    batch
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, job)| match job {
+            Job::Decode { doc, key, latent } if newest.get(&doc) != Some(&i) => {
+                let _ = replies.send(Reply::Decoded {
+                    doc,
+                    key,
+                    latent,
+                    result: Err("superseded".to_string()),
+                });
+                None
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
+/// Runs a model call, turning a panic into an error.
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(anyhow!("internal failure: {msg}"))
+        }
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn load(path: Option<&Path>, choice: BackendChoice, generation: u64) -> Result<(Fae, ModelInfo)> {
+    let start = Instant::now();
+    if path.is_none() && crate::assets::path(crate::fae::DEFAULT_MODEL).is_err() {
+        anyhow::bail!("no built-in model yet: load a checkpoint");
+    }
+    let compute = backend::select(choice)?;
+    let fae = Fae::load(path, &compute.device)?;
+    let name = path
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "built-in".to_string(), |n| n.to_string_lossy().into_owned());
+    let info = ModelInfo {
+        name,
+        path: path.map(Path::to_path_buf),
+        config: fae.config.clone(),
+        step: fae.step,
+        backend: compute.kind.name().to_string(),
+        adapter: compute.adapter.clone(),
+        encoder_dim: fae.encoder.info().dim,
+        generation,
+        load_ms: ms(start),
+    };
+    Ok((fae, info))
+}
+
+/// Encode, reconstruct, re-encode and measure one image.
+pub fn analyse(fae: &Fae, path: &Path, size: Option<usize>) -> Result<Analysis> {
+    let start = Instant::now();
+    let encoded = fae.encode_image(path, size)?;
+    let encode_ms = ms(start);
+    let start = Instant::now();
+    let decoded = fae.decode(&encoded.latent)?;
+    let decode_ms = ms(start);
+    let grid = (encoded.latent.height, encoded.latent.width);
+    let cycle = fae.features_of(&decoded.image, grid);
+    let (w, h) = decoded.image.dimensions();
+    let original = crate::image_io::fit_and_crop(&encoded.image, w, h);
+    Ok(Analysis {
+        psnr: metrics::psnr(&original, &decoded.image),
+        ssim: metrics::ssim(&original, &decoded.image),
+        feature_cosine: metrics::mean_token_cosine(&encoded.features, &decoded.features),
+        cycle_cosine: metrics::mean_token_cosine(&encoded.features, &cycle),
+        image: original,
+        features: encoded.features,
+        latent: encoded.latent,
+        recon: decoded.image,
+        restored: decoded.features,
+        cycle,
+        encode_ms,
+        decode_ms,
+    })
+}
+
+pub fn decode(fae: &Fae, latent: &Grid) -> Result<DecodeOut> {
+    let start = Instant::now();
+    let decoded = fae.decode(latent)?;
+    Ok(DecodeOut { image: decoded.image, restored: decoded.features, ms: ms(start) })
+}
+
+/// Image files in a folder (not recursive), sorted by name.
+pub fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| anyhow!("cannot read folder {}: {e}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_image(p))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub fn is_image(path: &Path) -> bool {
+    path.is_file()
+        && path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif"
+            )
+        })
+}
+
+fn encode_folder(
+    fae: &Fae,
+    folder: &Path,
+    size: Option<usize>,
+    cancel: &AtomicBool,
+) -> Result<Vec<Grid>> {
+    let paths = images_in(folder)?;
+    if paths.is_empty() {
+        anyhow::bail!("folder {} holds no images", folder.display());
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if cancel.load(Ordering::Relaxed) {
+            anyhow::bail!(CANCELLED);
+        }
+        out.push(fae.encode_image(&p, size)?.latent);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(doc: u64, key: u64) -> Job {
+        Job::Decode { doc, key, latent: Arc::new(Grid::zeros(1, 1, 1)) }
+    }
+
+    #[test]
+    fn only_the_newest_decode_of_each_image_runs() {
+        let (tx, rx) = channel();
+        let batch = vec![
+            decode(1, 10),
+            decode(2, 20),
+            Job::EncodeFolder { folder: PathBuf::from("f"), size: None },
+            decode(1, 11),
+            decode(1, 12),
+        ];
+        let kept = coalesce(batch, &tx);
+        let keys: Vec<(u64, u64)> = kept
+            .iter()
+            .filter_map(|j| match j {
+                Job::Decode { doc, key, .. } => Some((*doc, *key)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [(2, 20), (1, 12)]);
+        assert_eq!(kept.len(), 3, "other jobs are kept");
+        // The dropped ones are answered, so the window's count of outstanding jobs stays right.
+        let superseded: Vec<u64> = rx
+            .try_iter()
+            .map(|r| match r {
+                Reply::Decoded { key, result: Err(e), .. } if e == "superseded" => key,
+                _ => panic!("unexpected reply"),
+            })
+            .collect();
+        assert_eq!(superseded, [10, 11]);
+    }
+}
