@@ -337,6 +337,10 @@ pub fn train(
         Ok(())
     };
 
+    if options.resume && options.stage != Stage::Pixel && options.phase(step).0 != Phase::Fae {
+        // Resumed past the FAE phase (perhaps with fewer --steps): statistics of the final FAE.
+        stats = latent_stats(&ema, &source, &mut dataset, &options)?;
+    }
     let bar = progress_bar(&options, step);
     let started = Instant::now();
     let start_step = step;
@@ -435,8 +439,13 @@ pub fn train(
             log(record)?;
         }
         let at_end = step == options.steps;
+        let fae_phase_ends = phase == Phase::Fae && (at_end || options.phase(step).0 != Phase::Fae);
+        if fae_phase_ends {
+            // The pixel stages and every later use see the final FAE's latent statistics.
+            stats = latent_stats(&ema, &source, &mut dataset, &options)?;
+        }
         if step % options.val_every == 0 || at_end {
-            if phase == Phase::Fae {
+            if phase == Phase::Fae && !fae_phase_ends {
                 stats = latent_stats(&ema, &source, &mut dataset, &options)?;
             }
             let fae = runtime(&config, &ema, &stats, encoder.clone(), device);
