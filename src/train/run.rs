@@ -397,8 +397,12 @@ pub fn train(
                     .reshape([b, t, d]);
                     features.clone() + eps * sigma
                 } else {
-                    let (mean, _) = model.encoder.forward(features.clone());
-                    model.feature_decoder.forward(mean, grid).detach()
+                    // The frozen FAE runs outside autodiff: a graph that is never backpropagated
+                    // would otherwise be kept alive, step after step.
+                    let inner = model.valid();
+                    let plain = grids_to_tensor(batch.iter().map(|s| &s.features), device);
+                    let (mean, _) = inner.encoder.forward(plain);
+                    Tensor::from_data(inner.feature_decoder.forward(mean, grid).into_data(), &ad)
                 };
                 pixel_loss(
                     &model,
