@@ -232,7 +232,8 @@ pub struct Decoded {
     pub image: Rgb32FImage,
 }
 
-fn to_grid(t: Tensor<3>, grid: (usize, usize)) -> Grid {
+/// A single-image `[1, gh * gw, C]` tensor as a host grid.
+pub fn to_grid(t: Tensor<3>, grid: (usize, usize)) -> Grid {
     let [_, _, c] = t.dims();
     let data = t.into_data().try_into_vec_as::<f32>().expect("f32 data");
     Grid { height: grid.0, width: grid.1, channels: c, data }

@@ -792,12 +792,7 @@ fn validate(
         let latent = fae.encode_features(features);
         let (restored, image) = fae.decode_latent(latent, grid);
         let image = fae::tensor_to_image(image);
-        let restored = Grid {
-            height: grid.0,
-            width: grid.1,
-            channels: sample.features.channels,
-            data: restored.into_data().try_into_vec_as::<f32>().expect("f32"),
-        };
+        let restored = fae::to_grid(restored, grid);
         let cycle = fae.features_of(&image, grid);
         let (w, h) = image.dimensions();
         let original = image_io::fit_and_crop(&sample.image, w, h);
