@@ -4,6 +4,8 @@
 //!
 //! Everything runs on the CPU backend with a tiny model at 56 px, so it stays fast.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,24 +16,12 @@ use fae_studio::app::canvas::Pane;
 use fae_studio::app::state::{BrushKind, InspectorView, Session};
 use fae_studio::app::{AppOptions, FaeApp, inspector};
 use fae_studio::backend::{self, BackendChoice};
-use fae_studio::fae::{self, FaeConfig, FaeModel, LatentStats};
-
-fn tiny_architecture() -> FaeConfig {
-    let mut cfg = FaeConfig::small("dinov2-small", 384, 14, 56);
-    cfg.enc_heads = 2;
-    cfg.dec_width = 64;
-    cfg.dec_depth = 1;
-    cfg.dec_heads = 2;
-    cfg.pix_width = 64;
-    cfg.pix_depth = 1;
-    cfg.pix_heads = 2;
-    cfg
-}
+use fae_studio::fae::{self, FaeModel, LatentStats};
 
 /// A tiny untrained model saved as a checkpoint.
 fn tiny_model(dir: &Path) -> PathBuf {
     let device = backend::cpu().device;
-    let cfg = tiny_architecture();
+    let cfg = common::tiny_architecture();
     let path = dir.join("tiny.safetensors");
     let model = FaeModel::new(&cfg, &device);
     let stats = LatentStats::identity(cfg.latent_channels);

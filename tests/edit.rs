@@ -1,17 +1,17 @@
 //! The editing workflows end to end: recipes, interpolation and inspection through the command
 //! line, on a small model (random weights: these tests check properties, not image quality).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fae_studio::backend;
-use fae_studio::fae::{self, FaeConfig, FaeModel, LatentStats};
+use fae_studio::fae::{self, FaeModel, LatentStats};
 
 fn tiny_model(dir: &Path) -> PathBuf {
     let device = backend::cpu().device;
-    let mut cfg = FaeConfig::small("dinov2-small", 384, 14, 56);
-    (cfg.enc_heads, cfg.dec_width, cfg.dec_depth, cfg.dec_heads) = (2, 64, 1, 2);
-    (cfg.pix_width, cfg.pix_depth, cfg.pix_heads) = (64, 1, 2);
+    let cfg = common::tiny_architecture();
     let stats = LatentStats { mean: vec![0.1; 32], std: vec![0.5; 32] };
     let path = dir.join("tiny.safetensors");
     fae::save(&path, &cfg, &stats, &FaeModel::new(&cfg, &device), 0, None, false).unwrap();

@@ -1,5 +1,7 @@
 //! The FAE model and its training: shapes against the paper, checkpoints, training behaviour.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,18 +61,6 @@ fn shapes_through_the_model() {
     assert_eq!(image.dims(), [2, 3, 42, 70]);
 }
 
-fn tiny_architecture() -> FaeConfig {
-    let mut cfg = FaeConfig::small("dinov2-small", 384, 14, 56);
-    cfg.enc_heads = 2;
-    cfg.dec_width = 64;
-    cfg.dec_depth = 1;
-    cfg.dec_heads = 2;
-    cfg.pix_width = 64;
-    cfg.pix_depth = 1;
-    cfg.pix_heads = 2;
-    cfg
-}
-
 /// A handful of synthetic pictures in two class folders, plus broken files.
 fn synthetic_folder(dir: &Path) {
     for (class, hue) in [("warm", [0.9f32, 0.4, 0.1]), ("cool", [0.1, 0.4, 0.9])] {
@@ -103,7 +93,7 @@ fn options(data: &Path, out: &Path, cache: &Path, steps: u64, stage: Stage) -> T
     o.perceptual = 0.0;
     o.cache_dir = Some(cache.to_path_buf());
     o.progress = false;
-    o.architecture = Some(tiny_architecture());
+    o.architecture = Some(common::tiny_architecture());
     o
 }
 
@@ -190,7 +180,7 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
 fn checkpoints_round_trip_and_refuse_another_encoder() {
     let tmp = tempfile::tempdir().unwrap();
     let device = backend::cpu().device;
-    let cfg = tiny_architecture();
+    let cfg = common::tiny_architecture();
     let model = FaeModel::new(&cfg, &device);
     let stats = LatentStats { mean: (0..32).map(|i| i as f32 * 0.1).collect(), std: vec![2.0; 32] };
     let path = tmp.path().join("m.safetensors");
