@@ -114,6 +114,23 @@ pub fn load_for_encoder(
     Ok((to_tensor(&image, mean, std, device), image))
 }
 
+/// The image files directly inside `dir` (by extension), sorted by name.
+pub fn images_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            crate::train::data::IMAGE_EXTENSIONS.contains(&ext.as_str())
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("folder {} holds no images", dir.display());
+    }
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

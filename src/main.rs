@@ -12,10 +12,16 @@ use fae_studio::bench::{self, BenchOptions};
 use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
+use fae_studio::evaluate;
 use fae_studio::fae::{self, CheckpointFile, Fae};
 use fae_studio::features;
 use fae_studio::fsutil::write_png;
 use fae_studio::fsutil::write_safetensors;
+use fae_studio::generator::flow::TimeSampling;
+use fae_studio::generator::train::{GeneratorTrainOptions, train_generator};
+use fae_studio::generator::{
+    self, Generator, GeneratorFile, GeneratorSize, SampleOptions, Sampler, sample_to_folder,
+};
 use fae_studio::grid::Grid;
 use fae_studio::image_io::to_rgb8;
 use fae_studio::pipeline;
@@ -104,6 +110,9 @@ enum Command {
         recipe: PathBuf,
         #[arg(long)]
         model: Option<PathBuf>,
+        /// A generator (from train-generator) for `harmonise` edits.
+        #[arg(long)]
+        generator: Option<PathBuf>,
         #[arg(long)]
         size: Option<usize>,
         #[arg(long)]
@@ -143,7 +152,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a checkpoint's inference weights alone (optionally in f16), e.g. to ship a model.
+    /// Write an FAE or generator checkpoint's inference weights alone (optionally in f16), e.g. to
+    /// ship a model.
     Export {
         #[arg(long)]
         model: PathBuf,
@@ -152,6 +162,22 @@ enum Command {
         /// Store weights as f16 (half the size).
         #[arg(long)]
         f16: bool,
+    },
+    /// Train a flow-matching generator on the FAE latents of a folder of images.
+    TrainGenerator(TrainGeneratorArgs),
+    /// Generate new images with a trained generator: N PNGs and contact_sheet.png.
+    Sample(SampleArgs),
+    /// Compare generated images with real ones: FD-DINOv2, precision and recall.
+    Evaluate {
+        #[arg(long)]
+        real: PathBuf,
+        #[arg(long)]
+        generated: PathBuf,
+        /// Feature encoder (default: the built-in DINOv2-S; FD-DINOv2 papers use dinov2-large).
+        #[arg(long)]
+        encoder: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Decode a latent (from `encode`, possibly edited elsewhere) into an image.
     Decode {
@@ -232,6 +258,113 @@ struct TrainArgs {
     quiet: bool,
 }
 
+#[derive(clap::Args)]
+struct TrainGeneratorArgs {
+    /// Folder of images, searched recursively; sub-folders become classes.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder: latest.safetensors, metrics.jsonl, latents.safetensors, samples-*.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// FAE checkpoint whose latents are learned (default: the built-in model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    steps: Option<u64>,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Image size in pixels (default: the FAE model's training size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Continue the run in --out exactly where it stopped.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, value_enum, default_value_t = GeneratorSize::Tiny)]
+    arch: GeneratorSize,
+    #[arg(long, default_value_t = 4e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Augmented views per image.
+    #[arg(long, default_value_t = 4)]
+    views: u32,
+    /// Probability of training a sample without its class (enables guidance).
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
+    #[arg(long, value_enum, default_value_t = TimeSampling::LogitNormal)]
+    time_sampling: TimeSampling,
+    /// Timestep shift of the training times (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    shift: f64,
+    #[arg(long, default_value_t = 0.999)]
+    ema: f64,
+    #[arg(long, default_value_t = 250)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Decoded samples written at each checkpoint (0: none).
+    #[arg(long, default_value_t = 8)]
+    previews: usize,
+    /// Feature cache folder (default: ~/.cache/fae-studio).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    #[arg(long)]
+    generator: PathBuf,
+    /// Class name (a sub-folder of the training data); unconditional when omitted.
+    #[arg(long)]
+    class: Option<String>,
+    #[arg(long, default_value_t = 8)]
+    n: usize,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Classifier-free guidance scale (1 = off; the paper uses about 2.5).
+    #[arg(long, default_value_t = 1.0)]
+    cfg: f64,
+    /// Guidance is applied for LO <= t <= HI (t = 1 is noise).
+    #[arg(long, value_parser = parse_interval, default_value = "0,0.7")]
+    cfg_interval: (f64, f64),
+    #[arg(long, value_enum, default_value_t = Sampler::Euler)]
+    sampler: Sampler,
+    /// Timestep shift of the sampling grid (1 = uniform).
+    #[arg(long, default_value_t = 1.0)]
+    shift: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per model call.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// The FAE model that decodes the latents (default: the one the generator was trained on).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_interval(s: &str) -> std::result::Result<(f64, f64), String> {
+    let (lo, hi) = s.split_once(',').ok_or("expected LO,HI")?;
+    Ok((lo.trim().parse().map_err(|_| "bad LO")?, hi.trim().parse().map_err(|_| "bad HI")?))
+}
+
+fn is_generator(path: &std::path::Path) -> Result<bool> {
+    let file = WeightFile::open(path)?;
+    Ok(file.metadata().get("format").map(String::as_str) == Some(generator::FORMAT))
+}
+
+fn install_ctrl_c() -> Result<()> {
+    ctrlc::set_handler(|| {
+        train::run::ctrl_c_flag().store(true, std::sync::atomic::Ordering::Relaxed)
+    })
+    .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))
+}
+
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
         return fae_studio::app::run(cli.backend);
@@ -310,10 +443,7 @@ fn run(cli: Cli) -> Result<()> {
             o.cache_dir = args.cache;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
             o.progress = !args.quiet;
-            ctrlc::set_handler(|| {
-                train::run::ctrl_c_flag().store(true, std::sync::atomic::Ordering::Relaxed)
-            })
-            .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
+            install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train::train(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
             let val = summary.validation.map_or(String::new(), |v| {
@@ -351,13 +481,25 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             eprintln!("{}: latent {}x{}x{}", out.display(), l.height, l.width, l.channels);
         }
-        Command::Edit { image, recipe, model, size, out } => {
+        Command::Edit { image, recipe, model, generator, size, out } => {
             let compute = backend::select(cli.backend)?;
-            let fae = Fae::load(model.as_deref(), &compute.device)?;
             let parsed = Recipe::load(&recipe)?;
+            // With a generator, its own FAE model (checked against --model) does the editing.
+            let generator = generator
+                .map(|g| Generator::load(&g, model.as_deref(), &compute.device))
+                .transpose()?;
+            let own_fae;
+            let fae = match &generator {
+                Some(g) => &g.fae,
+                None => {
+                    own_fae = Fae::load(model.as_deref(), &compute.device)?;
+                    &own_fae
+                }
+            };
             let base = recipe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let start = std::time::Instant::now();
-            let (_, _, decoded) = pipeline::edit(&fae, &image, &parsed, size, base)?;
+            let (_, _, decoded) =
+                pipeline::edit(fae, &image, &parsed, size, base, generator.as_ref())?;
             write_png(&out, &to_rgb8(&decoded.image))?;
             eprintln!(
                 "{}: {} edits in {:.0} ms",
@@ -390,11 +532,84 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Export { model, out, f16 } if is_generator(&model)? => {
+            let file = GeneratorFile::open(&model)?;
+            let weights = file.model(&backend::cpu().device)?;
+            generator::save(&out, &weights, &file.fae, file.step, None, f16)?;
+            eprintln!("{}: step {}, {} parameters", out.display(), file.step, weights.num_params());
+        }
         Command::Export { model, out, f16 } => {
             let ckpt = CheckpointFile::open(&model)?;
             let weights = ckpt.model(&backend::cpu().device)?;
             fae::save(&out, &ckpt.config, &ckpt.stats, &weights, ckpt.step, None, f16)?;
             eprintln!("{}: step {}, {} parameters", out.display(), ckpt.step, weights.num_params());
+        }
+        Command::TrainGenerator(a) => {
+            let compute = backend::select(cli.backend)?;
+            let mut o = GeneratorTrainOptions::new(a.data, a.out);
+            o.steps = a.steps.unwrap_or(if a.resume { 0 } else { o.steps });
+            (o.model, o.batch, o.size, o.resume, o.arch) =
+                (a.model, a.batch, a.size, a.resume, a.arch);
+            (o.lr, o.warmup, o.seed, o.views) = (a.lr, a.warmup, a.seed, a.views.max(1));
+            (o.label_dropout, o.time_sampling, o.shift) =
+                (a.label_dropout, a.time_sampling, a.shift);
+            (o.ema_decay, o.checkpoint_every, o.log_every) =
+                (a.ema, a.checkpoint_every, a.log_every);
+            (o.previews, o.cache_dir, o.progress) = (a.previews, a.cache, !a.quiet);
+            install_ctrl_c()?;
+            eprintln!("training on {}", compute.adapter);
+            let summary = train_generator(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
+            println!(
+                "step {}, loss {:.4}, {} latents",
+                summary.step, summary.last_loss, summary.latents
+            );
+        }
+        Command::Sample(a) => {
+            let compute = backend::select(cli.backend)?;
+            let generator = Generator::load(&a.generator, a.model.as_deref(), &compute.device)?;
+            let opts = SampleOptions {
+                sampler: a.sampler,
+                steps: a.steps,
+                shift: a.shift,
+                cfg: a.cfg,
+                cfg_interval: a.cfg_interval,
+            };
+            opts.validate()?;
+            let start = std::time::Instant::now();
+            let paths = sample_to_folder(
+                &generator,
+                a.class.as_deref(),
+                a.n,
+                a.seed,
+                &opts,
+                a.batch,
+                &a.out,
+                &mut |_, _| true,
+            )?;
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "{}: {} images and {} in {secs:.1} s ({:.0} ms per image)",
+                a.out.display(),
+                paths.len(),
+                generator::CONTACT_SHEET,
+                secs * 1e3 / paths.len() as f64
+            );
+        }
+        Command::Evaluate { real, generated, encoder, json } => {
+            let compute = backend::select(cli.backend)?;
+            let encoder = source::load(encoder.as_deref(), &compute.device)?;
+            let e = evaluate::evaluate(encoder.as_ref(), &real, &generated, &compute.device)?;
+            if json {
+                println!("{}", serde_json::to_string(&e)?);
+            } else {
+                println!("FD-DINOv2 {:.4}", e.fd);
+                println!("precision {:.4}", e.precision);
+                println!("recall {:.4}", e.recall);
+                eprintln!(
+                    "{} real and {} generated images, {} CLS features, k = {}",
+                    e.real, e.generated, e.encoder, e.k
+                );
+            }
         }
         Command::Decode { latent, model, out } => {
             let compute = backend::select(cli.backend)?;

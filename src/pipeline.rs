@@ -9,16 +9,16 @@ use anyhow::{Context, Result, bail};
 use image::{Rgb, RgbImage};
 use serde_json::json;
 
-use crate::edit::ops::{self, InterpMode, LatentSource};
+use crate::edit::ops::{self, Harmonise, InterpMode, LatentSource};
 use crate::edit::recipe::Recipe;
 use crate::fae::{Decoded, Encoded, Fae};
 use crate::fsutil::{write_atomic, write_png};
+use crate::generator::Generator;
 use crate::grid::Grid;
 use crate::image_io::to_rgb8;
 use crate::inspect::{self, Upscale};
 use crate::metrics;
 use crate::pca::Pca;
-use crate::train::data::IMAGE_EXTENSIONS;
 
 /// Resolves recipe sources by encoding them with the model, once each, at one size.
 pub struct EncodingSource<'a> {
@@ -26,12 +26,14 @@ pub struct EncodingSource<'a> {
     pub size: Option<usize>,
     /// Relative paths in a recipe are taken from here (the recipe's folder).
     pub base_dir: PathBuf,
+    /// Runs `harmonise` edits; without one they fail with a clear message.
+    pub generator: Option<&'a Generator>,
     cache: RefCell<HashMap<PathBuf, Grid>>,
 }
 
 impl<'a> EncodingSource<'a> {
     pub fn new(fae: &'a Fae, size: Option<usize>, base_dir: PathBuf) -> Self {
-        Self { fae, size, base_dir, cache: RefCell::new(HashMap::new()) }
+        Self { fae, size, base_dir, generator: None, cache: RefCell::new(HashMap::new()) }
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -53,32 +55,31 @@ impl LatentSource for EncodingSource<'_> {
 
     fn latents_in(&self, folder: &str) -> Result<Vec<Grid>> {
         let dir = self.resolve(folder);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .with_context(|| format!("cannot read folder {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-                IMAGE_EXTENSIONS.contains(&ext.as_str())
-            })
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            bail!("folder {} holds no images", dir.display());
-        }
+        let files = crate::image_io::images_in(&dir)?;
         files.iter().map(|f| self.latent(&f.to_string_lossy())).collect()
+    }
+
+    fn harmonise(&self, latent: &Grid, h: &Harmonise) -> Result<Grid> {
+        match self.generator {
+            Some(g) => g.harmonise(latent, h),
+            None => bail!("harmonise needs a generator: pass --generator"),
+        }
     }
 }
 
-/// Encodes `image`, replays `recipe` on its latent and decodes the result.
+/// Encodes `image`, replays `recipe` on its latent and decodes the result; `generator` runs any
+/// `harmonise` edits.
 pub fn edit(
     fae: &Fae,
     image: &Path,
     recipe: &Recipe,
     size: Option<usize>,
     base_dir: PathBuf,
+    generator: Option<&Generator>,
 ) -> Result<(Encoded, Grid, Decoded)> {
     let encoded = fae.encode_image(image, size)?;
-    let source = EncodingSource::new(fae, size, base_dir);
+    let mut source = EncodingSource::new(fae, size, base_dir);
+    source.generator = generator;
     let edited = recipe.replay(&encoded.latent, &source)?;
     let decoded = fae.decode(&edited)?;
     Ok((encoded, edited, decoded))

@@ -31,6 +31,9 @@ pub fn describe(edit: &Edit) -> String {
         Edit::Interpolate { source, t, .. } => format!("interpolate {} t {t:.2}", name(source)),
         Edit::Arithmetic { .. } => "arithmetic".into(),
         Edit::Direction { strength, .. } => format!("direction ×{strength:.2}"),
+        Edit::Harmonise { strength, steps, .. } => {
+            format!("harmonise t {strength:.2}, {steps} steps")
+        }
     }
 }
 

@@ -27,6 +27,20 @@ pub trait LatentSource {
     fn latent(&self, path: &str) -> Result<Grid>;
     /// The latents of every image in `folder`, in a stable order.
     fn latents_in(&self, folder: &str) -> Result<Vec<Grid>>;
+    /// SDEdit through a generator: noise `latent` to time `strength` and integrate back in
+    /// `steps` steps, with noise from `seed`, optionally towards `class`.
+    fn harmonise(&self, _latent: &Grid, _h: &Harmonise) -> Result<Grid> {
+        bail!("harmonise needs a generator (pass --generator, or load one in the app)")
+    }
+}
+
+/// The settings of a [`Edit::Harmonise`], handed to [`LatentSource::harmonise`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Harmonise {
+    pub strength: f32,
+    pub steps: usize,
+    pub seed: u64,
+    pub class: Option<String>,
 }
 
 /// How `interpolate` moves between two latents.
@@ -123,15 +137,33 @@ pub enum Edit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mask: Option<Mask>,
     },
+    /// Re-noises the latent to time `strength` (0 = unchanged, 1 = pure noise) and lets the
+    /// generator integrate it back (SDEdit), so pasted or painted regions blend in; masked, only
+    /// the masked tokens take the result.
+    Harmonise {
+        strength: f32,
+        #[serde(default = "harmonise_steps")]
+        steps: usize,
+        #[serde(default)]
+        seed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        class: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mask: Option<Mask>,
+    },
 }
 
 fn one() -> f32 {
     1.0
 }
 
+fn harmonise_steps() -> usize {
+    25
+}
+
 impl Edit {
     /// Every op name, as written in `"op"`.
-    pub const OPS: [&'static str; 10] = [
+    pub const OPS: [&'static str; 11] = [
         "transplant",
         "blend",
         "scale_channels",
@@ -142,6 +174,7 @@ impl Edit {
         "interpolate",
         "arithmetic",
         "direction",
+        "harmonise",
     ];
 
     /// The op name, as written in `"op"`.
@@ -157,6 +190,7 @@ impl Edit {
             Edit::Interpolate { .. } => "interpolate",
             Edit::Arithmetic { .. } => "arithmetic",
             Edit::Direction { .. } => "direction",
+            Edit::Harmonise { .. } => "harmonise",
         }
     }
 
@@ -170,7 +204,8 @@ impl Edit {
             | Edit::ZeroChannels { mask, .. }
             | Edit::Noise { mask, .. }
             | Edit::Smooth { mask, .. }
-            | Edit::Direction { mask, .. } => mask.as_ref(),
+            | Edit::Direction { mask, .. }
+            | Edit::Harmonise { mask, .. } => mask.as_ref(),
             Edit::Interpolate { .. } | Edit::Arithmetic { .. } => None,
         }
     }
@@ -218,6 +253,16 @@ impl Edit {
                     nonempty("image path", p)?;
                 }
                 finite("strength", *strength)?;
+            }
+            Edit::Harmonise { strength, steps, class, .. } => {
+                ensure!(
+                    strength.is_finite() && *strength > 0.0 && *strength <= 1.0,
+                    "strength must be in (0, 1], got {strength}"
+                );
+                ensure!((1..=1000).contains(steps), "steps must be 1 to 1000, got {steps}");
+                if let Some(class) = class {
+                    nonempty("class", class)?;
+                }
             }
             Edit::Direction { positive, negative, strength, .. } => {
                 nonempty("positive", positive)?;
@@ -304,6 +349,18 @@ impl Edit {
                 Ok(mix_tokens(latent, &w, |i, tok| {
                     add_delta(tok, &delta[i * c..(i + 1) * c], *strength)
                 }))
+            }
+            Edit::Harmonise { strength, steps, seed, class, mask } => {
+                let settings = Harmonise {
+                    strength: *strength,
+                    steps: *steps,
+                    seed: *seed,
+                    class: class.clone(),
+                };
+                let varied = ctx.harmonise(latent, &settings)?;
+                same_shape(latent, &varied).context("the generator's result")?;
+                let w = weights(mask, latent)?;
+                Ok(mix_tokens(latent, &w, |i, tok| tok.copy_from_slice(token(&varied, i))))
             }
             Edit::Direction { positive, negative, strength, mask } => {
                 let pos = mean_of(ctx, positive, latent)?;
@@ -554,6 +611,13 @@ pub(crate) mod tests {
                 self.folders.get(folder).with_context(|| format!("no such folder: {folder}"))?;
             paths.iter().map(|p| self.latent(p)).collect()
         }
+        /// Stands in for a generator (tested on its own): shifts every value by seeded noise.
+        fn harmonise(&self, latent: &Grid, h: &Harmonise) -> Result<Grid> {
+            let mut out = latent.clone();
+            let noise = gaussian_noise(h.seed, out.data.len());
+            out.data.iter_mut().zip(noise).for_each(|(v, n)| *v += h.strength * n);
+            Ok(out)
+        }
     }
 
     /// A grid with distinct, sign-varied values, including -0.0 in the first and last tokens
@@ -603,8 +667,9 @@ pub(crate) mod tests {
                 positive: "smiling".into(),
                 negative: "neutral".into(),
                 strength: 2.0,
-                mask: Some(mask),
+                mask: Some(mask.clone()),
             },
+            Edit::Harmonise { strength: 0.5, steps: 10, seed: 3, class: None, mask: Some(mask) },
         ]
     }
 

@@ -1,12 +1,14 @@
 //! Moving module parameters to and from safetensors by module path, with their parameter ids,
 //! so optimizer state (keyed by id) survives a save and a resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
+use crate::fsutil::write_atomic;
 use crate::weights::WeightFile;
 
 /// One parameter: module path, id, shape and values.
@@ -144,4 +146,102 @@ pub fn collect_paths<M: Module>(module: &M) -> Vec<String> {
     let mut collector = PathCollector::default();
     module.visit(&mut collector);
     collector.paths
+}
+
+/// Builds a checkpoint file: inference weights under `model.`, optionally the raw training
+/// weights under `train.` with their parameter ids and the optimizer state, and metadata.
+pub struct CheckpointWriter {
+    tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    metadata: HashMap<String, String>,
+}
+
+impl CheckpointWriter {
+    pub fn new(format: &str) -> Self {
+        Self { tensors: Vec::new(), metadata: HashMap::from([("format".into(), format.into())]) }
+    }
+
+    pub fn meta(&mut self, key: &str, value: String) {
+        self.metadata.insert(key.into(), value);
+    }
+
+    /// Every float parameter of `module` as `prefix + path`; `f16` halves the size.
+    pub fn module<M: Module>(&mut self, prefix: &str, module: &M, f16: bool) {
+        for p in collect(module) {
+            let (dtype, bytes) = if f16 {
+                let halves: Vec<half::f16> =
+                    p.values.iter().map(|&v| half::f16::from_f32(v)).collect();
+                (safetensors::Dtype::F16, bytemuck::cast_slice(&halves).to_vec())
+            } else {
+                (safetensors::Dtype::F32, bytemuck::cast_slice(&p.values).to_vec())
+            };
+            self.tensors.push((format!("{prefix}{}", p.path), dtype, p.shape, bytes));
+        }
+    }
+
+    pub fn f32(&mut self, name: &str, shape: Vec<usize>, values: &[f32]) {
+        let bytes = bytemuck::cast_slice(values).to_vec();
+        self.tensors.push((name.into(), safetensors::Dtype::F32, shape, bytes));
+    }
+
+    /// What `--resume` needs: raw weights with their ids, optimizer bytes, free-form JSON state.
+    pub fn train_state<M: Module>(
+        &mut self,
+        weights: &M,
+        optimizer: Vec<u8>,
+        state: &serde_json::Value,
+    ) {
+        let mut ids = BTreeMap::new();
+        for p in collect(weights) {
+            ids.insert(p.path.clone(), p.id);
+            let bytes = bytemuck::cast_slice(&p.values).to_vec();
+            self.tensors.push((
+                format!("train.{}", p.path),
+                safetensors::Dtype::F32,
+                p.shape,
+                bytes,
+            ));
+        }
+        let len = optimizer.len();
+        self.tensors.push(("optimizer".into(), safetensors::Dtype::U8, vec![len], optimizer));
+        self.meta("param_ids", serde_json::to_string(&ids).expect("ids serialise"));
+        self.meta("train_state", state.to_string());
+    }
+
+    /// Writes atomically.
+    pub fn write(self, path: &Path) -> Result<()> {
+        let views = self
+            .tensors
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let bytes = safetensors::serialize(views, Some(self.metadata))?;
+        write_atomic(path, &bytes)
+    }
+}
+
+/// Parameter ids saved by [`CheckpointWriter::train_state`] (empty when there are none).
+pub fn param_ids(file: &WeightFile) -> Result<BTreeMap<String, u64>> {
+    match file.metadata().get("param_ids") {
+        Some(text) => Ok(serde_json::from_str(text)?),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+pub fn has_train_state(file: &WeightFile) -> bool {
+    file.contains("optimizer")
+}
+
+pub fn optimizer_bytes(file: &WeightFile) -> Result<Option<Vec<u8>>> {
+    if !has_train_state(file) {
+        return Ok(None);
+    }
+    let st = safetensors::SafeTensors::deserialize(file.bytes())?;
+    Ok(Some(st.tensor("optimizer")?.data().to_vec()))
+}
+
+pub fn train_state(file: &WeightFile) -> Option<serde_json::Value> {
+    file.metadata().get("train_state").and_then(|s| serde_json::from_str(s).ok())
 }

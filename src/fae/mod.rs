@@ -10,7 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod model;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,7 +22,6 @@ pub use config::FaeConfig;
 pub use model::FaeModel;
 
 use crate::encoders::{VisionEncoder, source};
-use crate::fsutil::write_atomic;
 use crate::grid::Grid;
 use crate::image_io;
 use crate::metrics;
@@ -82,54 +81,17 @@ pub fn save(
     train: Option<TrainState>,
     f16: bool,
 ) -> Result<()> {
-    use safetensors::Dtype;
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let floats = |values: &[f32]| -> (Dtype, Vec<u8>) {
-        if f16 {
-            let halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
-            (Dtype::F16, bytemuck::cast_slice(&halves).to_vec())
-        } else {
-            (Dtype::F32, bytemuck::cast_slice(values).to_vec())
-        }
-    };
-    let mut ids = BTreeMap::new();
-    for p in checkpoint::collect(model) {
-        let (dtype, bytes) = floats(&p.values);
-        tensors.push((format!("model.{}", p.path), dtype, p.shape, bytes));
-    }
+    let mut writer = checkpoint::CheckpointWriter::new(FORMAT);
+    writer.module("model.", model, f16);
     let c = stats.mean.len();
-    for (name, v) in [("latent_mean", &stats.mean), ("latent_std", &stats.std)] {
-        tensors.push((name.into(), Dtype::F32, vec![c], bytemuck::cast_slice(v).to_vec()));
-    }
-    let mut metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), serde_json::to_string(config)?),
-        ("step".to_string(), step.to_string()),
-    ]);
+    writer.f32("latent_mean", vec![c], &stats.mean);
+    writer.f32("latent_std", vec![c], &stats.std);
+    writer.meta("config", serde_json::to_string(config)?);
+    writer.meta("step", step.to_string());
     if let Some(train) = train {
-        for p in checkpoint::collect(train.weights) {
-            ids.insert(p.path.clone(), p.id);
-            tensors.push((
-                format!("train.{}", p.path),
-                Dtype::F32,
-                p.shape,
-                bytemuck::cast_slice(&p.values).to_vec(),
-            ));
-        }
-        let len = train.optimizer.len();
-        tensors.push(("optimizer".into(), Dtype::U8, vec![len], train.optimizer));
-        metadata.insert("param_ids".into(), serde_json::to_string(&ids)?);
-        metadata.insert("train_state".into(), train.state.to_string());
+        writer.train_state(train.weights, train.optimizer, &train.state);
     }
-    let views = tensors
-        .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))?;
-    write_atomic(path, &bytes)
+    writer.write(path)
 }
 
 /// A checkpoint opened for reading.
@@ -166,14 +128,11 @@ impl CheckpointFile {
     }
 
     pub fn param_ids(&self) -> Result<BTreeMap<String, u64>> {
-        match self.file.metadata().get("param_ids") {
-            Some(text) => Ok(serde_json::from_str(text)?),
-            None => Ok(BTreeMap::new()),
-        }
+        checkpoint::param_ids(&self.file)
     }
 
     pub fn has_train_state(&self) -> bool {
-        self.file.contains("optimizer")
+        checkpoint::has_train_state(&self.file)
     }
 
     /// Inference (EMA) weights.
@@ -191,15 +150,11 @@ impl CheckpointFile {
     }
 
     pub fn optimizer_bytes(&self) -> Result<Option<Vec<u8>>> {
-        if !self.has_train_state() {
-            return Ok(None);
-        }
-        let st = safetensors::SafeTensors::deserialize(self.file.bytes())?;
-        Ok(Some(st.tensor("optimizer")?.data().to_vec()))
+        checkpoint::optimizer_bytes(&self.file)
     }
 
     pub fn train_state(&self) -> Option<serde_json::Value> {
-        self.file.metadata().get("train_state").and_then(|s| serde_json::from_str(s).ok())
+        checkpoint::train_state(&self.file)
     }
 }
 

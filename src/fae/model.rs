@@ -288,9 +288,9 @@ impl FaeModel {
     }
 }
 
-/// Re-initialises every linear layer from `seed` alone (uniform in ±1/sqrt(fan_in), zero biases;
+/// Re-initialises every linear layer (of any module) from `seed` alone (uniform in ±1/sqrt(fan_in), zero biases;
 /// norms keep their ones), so a run is reproducible whatever else uses the backend's generator.
-pub fn seeded_init(model: FaeModel, seed: u64) -> FaeModel {
+pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
     struct Init {
         path: Vec<String>,
         seed: u64,
@@ -334,4 +334,33 @@ pub fn seeded_init(model: FaeModel, seed: u64) -> FaeModel {
         }
     }
     model.map(&mut Init { path: Vec::new(), seed })
+}
+
+/// Sets to zero every float parameter whose module path satisfies `select`.
+pub fn zero_params<M: Module>(model: M, select: impl Fn(&str) -> bool) -> M {
+    struct Zero<F> {
+        path: Vec<String>,
+        select: F,
+    }
+    impl<F: Fn(&str) -> bool> burn::module::ModuleMapper for Zero<F> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(
+            &mut self,
+            param: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            if !(self.select)(&self.path.join(".")) {
+                return param;
+            }
+            param.map(|t| {
+                let require_grad = t.is_require_grad();
+                t.zeros_like().set_require_grad(require_grad)
+            })
+        }
+    }
+    model.map(&mut Zero { path: Vec::new(), select })
 }

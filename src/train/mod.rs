@@ -6,5 +6,6 @@
 
 pub mod data;
 pub mod run;
+pub mod shared;
 
 pub use run::{Stage, TrainOptions, train};

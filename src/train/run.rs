@@ -1,7 +1,6 @@
 //! The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights,
 //! NaN/Inf guard, atomic resumable checkpoints, metrics and validation.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -18,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
+use super::shared::{ema_update, progress_bar, warmup_cosine};
 use crate::encoders::{VisionEncoder, source};
 use crate::fae::{self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, TrainState};
 use crate::fsutil::write_png;
@@ -151,12 +151,7 @@ impl TrainOptions {
     /// Warm-up then cosine decay to a tenth, restarted for each phase.
     fn learning_rate(&self, step: u64) -> f64 {
         let (_, pos, len) = self.phase(step);
-        let warmup = self.warmup.min(len / 10).max(1);
-        if pos < warmup {
-            return self.lr * (pos + 1) as f64 / warmup as f64;
-        }
-        let t = (pos - warmup) as f64 / (len - warmup).max(1) as f64;
-        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+        warmup_cosine(self.lr, pos, len, self.warmup)
     }
 }
 
@@ -341,7 +336,7 @@ pub fn train(
         // Resumed past the FAE phase (perhaps with fewer --steps): statistics of the final FAE.
         stats = latent_stats(&ema, &source, &mut dataset, &options)?;
     }
-    let bar = progress_bar(&options, step);
+    let bar = progress_bar(options.progress, options.steps, step);
     let started = Instant::now();
     let start_step = step;
     let mut last_loss = f64::NAN;
@@ -479,21 +474,6 @@ pub fn train(
         images_found: found,
         skipped: dataset.skipped.len(),
     })
-}
-
-fn progress_bar(options: &TrainOptions, step: u64) -> indicatif::ProgressBar {
-    if !options.progress {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(options.steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} {msg} [{per_sec} steps, ETA {eta}]",
-        )
-        .expect("valid template"),
-    );
-    bar.set_position(step);
-    bar
 }
 
 fn report_skipped(out: &Path, skipped: &[(PathBuf, String)]) -> Result<()> {
@@ -650,58 +630,6 @@ fn normalise(image: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> {
 
 fn scalar(t: &Tensor<1>) -> f64 {
     t.clone().into_scalar::<f32>() as f64
-}
-
-/// Collects each parameter's current value by path (on the non-autodiff device).
-#[derive(Default)]
-struct Snapshot {
-    path: Vec<String>,
-    values: HashMap<String, Tensor<1>>,
-}
-
-impl ModuleVisitor for Snapshot {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let n = t.shape().num_elements();
-        self.values.insert(self.path.join("."), t.reshape([n]));
-    }
-}
-
-struct EmaBlend {
-    path: Vec<String>,
-    values: HashMap<String, Tensor<1>>,
-    decay: f64,
-}
-
-impl ModuleMapper for EmaBlend {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(current) = self.values.remove(&self.path.join(".")) else { return param };
-        let decay = self.decay;
-        param.map(|ema| {
-            let dims = ema.dims();
-            ema * decay + current.reshape(dims) * (1.0 - decay)
-        })
-    }
-}
-
-/// EMA with a warm-up (`min(decay, (1 + step) / (10 + step))`) so early weights do not linger.
-fn ema_update(ema: FaeModel, model: &FaeModel, decay: f64, step: u64) -> FaeModel {
-    let decay = decay.min((1.0 + step as f64) / (10.0 + step as f64));
-    let mut snapshot = Snapshot::default();
-    model.valid().visit(&mut snapshot);
-    ema.map(&mut EmaBlend { path: Vec::new(), values: snapshot.values, decay })
 }
 
 fn runtime(

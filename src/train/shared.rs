@@ -1,0 +1,83 @@
+//! Pieces every training loop uses: the learning-rate schedule, EMA weights, the progress bar.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+
+/// Linear warm-up over `warmup` steps (at most a tenth of the run), then cosine decay to a tenth.
+pub fn warmup_cosine(lr: f64, pos: u64, len: u64, warmup: u64) -> f64 {
+    let warmup = warmup.min(len / 10).max(1);
+    if pos < warmup {
+        return lr * (pos + 1) as f64 / warmup as f64;
+    }
+    let t = (pos - warmup) as f64 / (len - warmup).max(1) as f64;
+    lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+pub fn progress_bar(show: bool, steps: u64, step: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{per_sec} steps, ETA {eta}]",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(step);
+    bar
+}
+
+/// Collects each parameter's current value by path (on the non-autodiff device).
+#[derive(Default)]
+struct Snapshot {
+    path: Vec<String>,
+    values: HashMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for Snapshot {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.values.insert(self.path.join("."), t.reshape([n]));
+    }
+}
+
+struct EmaBlend {
+    path: Vec<String>,
+    values: HashMap<String, Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for EmaBlend {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.into());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.values.remove(&self.path.join(".")) else { return param };
+        let decay = self.decay;
+        param.map(|ema| {
+            let dims = ema.dims();
+            ema * decay + current.reshape(dims) * (1.0 - decay)
+        })
+    }
+}
+
+/// EMA with a warm-up (`min(decay, (1 + step) / (10 + step))`) so early weights do not linger.
+pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64, step: u64) -> M {
+    let decay = decay.min((1.0 + step as f64) / (10.0 + step as f64));
+    let mut snapshot = Snapshot::default();
+    model.valid().visit(&mut snapshot);
+    ema.map(&mut EmaBlend { path: Vec::new(), values: snapshot.values, decay })
+}
