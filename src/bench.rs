@@ -20,6 +20,9 @@ pub const STAGES: &[&str] = &[
     "roundtrip",
     "train_step",
     "interaction",
+    "generator_step",
+    "sample_image",
+    "generator_train_step",
 ];
 
 #[derive(Debug, Serialize)]
@@ -46,6 +49,9 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// FAE checkpoint for the model stages (the built-in model when `None`).
     pub model: Option<std::path::PathBuf>,
+    /// Generator checkpoint for the generator stages (the built-in one, else an untrained tiny
+    /// model, when `None`).
+    pub generator: Option<std::path::PathBuf>,
 }
 
 /// Backends to measure: the one asked for, or under `auto` the CPU and any hardware GPU.
@@ -133,6 +139,9 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
                     row("encoder", &info.name, size, batch, t);
                 }
             }
+        }
+        if ["generator_step", "sample_image", "generator_train_step"].iter().any(|s| wanted(s)) {
+            generator_stages(options, &compute, &wanted, &mut row)?;
         }
         let model_stages = ["fae_encode", "fae_decode", "pixel_decode", "roundtrip", "train_step"];
         if !model_stages.iter().any(|s| wanted(s)) {
@@ -224,4 +233,91 @@ fn train_step_ms(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model.clone(), grads);
     })
+}
+
+/// The flow transformer: one sampling step (one model call on a batch of latents), one whole
+/// image (50 Euler steps, per image of the batch) and one training step. `size` is the image
+/// size, the latent grid being size / 14 as with the built-in encoder.
+fn generator_stages(
+    options: &BenchOptions,
+    compute: &Compute,
+    wanted: &dyn Fn(&str) -> bool,
+    row: &mut dyn FnMut(&str, &str, usize, usize, (f64, f64)),
+) -> Result<()> {
+    use crate::generator::{GeneratorConfig, GeneratorFile, GeneratorSize, SampleOptions, sample};
+    let device = &compute.device;
+    let builtin = crate::assets::path(crate::generator::DEFAULT_GENERATOR).ok();
+    let (file, name) = match options.generator.clone().or(builtin) {
+        Some(path) => (
+            Some(GeneratorFile::open(&path)?),
+            path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        ),
+        None => (None, "tiny (untrained)".to_string()),
+    };
+    for &size in &options.sizes {
+        let g = size / 14;
+        let (model, train_model) = match &file {
+            Some(f) if f.config.grid == (g, g) => {
+                (f.model(device)?, f.model(&device.clone().autodiff())?)
+            }
+            Some(f) => bail!(
+                "the generator works on {:?} latents, not {g}x{g} (use --sizes {})",
+                f.config.grid,
+                f.config.grid.0 * 14
+            ),
+            None => {
+                let cfg = GeneratorConfig::new(GeneratorSize::Tiny, (g, g), 32);
+                let m = crate::generator::model::init(&cfg, 0, device);
+                (m, crate::generator::model::init(&cfg, 0, &device.clone().autodiff()))
+            }
+        };
+        let (h, w) = model.config.grid;
+        let c = model.config.channels;
+        let rope = model.rope(device);
+        for &batch in &options.batches {
+            let labels = vec![model.config.null_class(); batch];
+            if wanted("generator_step") {
+                let x = random([batch, h * w, c], device);
+                let t = Tensor::<1>::full([batch], 0.5, device);
+                let time = time_ms(options.runs, device, || {
+                    let _ = model.forward(x.clone(), t.clone(), &labels, &rope);
+                })?;
+                row("generator_step", &name, size, batch, time);
+            }
+            if wanted("sample_image") {
+                let seeds: Vec<u64> = (0..batch as u64).collect();
+                let opts = SampleOptions::default();
+                let (median, min) = time_ms(options.runs.min(3), device, || {
+                    let _ =
+                        sample::generate(&model, &labels, &seeds, &opts, device, &mut |_, _| true);
+                })?;
+                row(
+                    "sample_image",
+                    &name,
+                    size,
+                    batch,
+                    (median / batch as f64, min / batch as f64),
+                );
+            }
+            if wanted("generator_train_step") {
+                use burn::optim::{AdamWConfig, GradientsParams};
+                let ad = device.clone().autodiff();
+                let mut m = train_model.clone();
+                let mut optim = AdamWConfig::new().init();
+                let x = random([batch, h * w, c], &ad);
+                let target = random([batch, h * w, c], &ad);
+                let t = Tensor::<1>::full([batch], 0.5, &ad);
+                let rope = m.rope(&ad);
+                let time = time_ms(options.runs, device, || {
+                    let loss = (m.forward(x.clone(), t.clone(), &labels, &rope) - target.clone())
+                        .square()
+                        .mean();
+                    let grads = GradientsParams::from_grads(loss.backward(), &m);
+                    m = optim.step(1e-4, m.clone(), grads);
+                })?;
+                row("generator_train_step", &name, size, batch, time);
+            }
+        }
+    }
+    Ok(())
 }

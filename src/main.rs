@@ -74,6 +74,9 @@ enum Command {
         /// FAE checkpoint for the model stages (default: the built-in model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Generator checkpoint for the generator stages (default: the built-in generator).
+        #[arg(long)]
+        generator: Option<PathBuf>,
     },
     /// List the compute adapters wgpu can see and what `--backend auto` picks.
     Devices,
@@ -281,6 +284,9 @@ struct TrainGeneratorArgs {
     resume: bool,
     #[arg(long, value_enum, default_value_t = GeneratorSize::Tiny)]
     arch: GeneratorSize,
+    /// Latent tokens per side in one transformer token (2: four times cheaper).
+    #[arg(long, default_value_t = 1)]
+    patch: usize,
     #[arg(long, default_value_t = 4e-4)]
     lr: f64,
     #[arg(long, default_value_t = 100)]
@@ -388,9 +394,17 @@ fn run(cli: Cli) -> Result<()> {
                 compute.adapter
             );
         }
-        Command::Bench { json, stage, encoder, runs, sizes, batches, model } => {
-            let options =
-                BenchOptions { stage, backend: cli.backend, encoder, runs, sizes, batches, model };
+        Command::Bench { json, stage, encoder, runs, sizes, batches, model, generator } => {
+            let options = BenchOptions {
+                stage,
+                backend: cli.backend,
+                encoder,
+                runs,
+                sizes,
+                batches,
+                model,
+                generator,
+            };
             if !json {
                 println!(
                     "{:<12} {:<6} {:>5} {:>5} {:>11} {:>11}  adapter",
@@ -550,6 +564,7 @@ fn run(cli: Cli) -> Result<()> {
             o.steps = a.steps.unwrap_or(if a.resume { 0 } else { o.steps });
             (o.model, o.batch, o.size, o.resume, o.arch) =
                 (a.model, a.batch, a.size, a.resume, a.arch);
+            o.patch = a.patch;
             (o.lr, o.warmup, o.seed, o.views) = (a.lr, a.warmup, a.seed, a.views.max(1));
             (o.label_dropout, o.time_sampling, o.shift) =
                 (a.label_dropout, a.time_sampling, a.shift);

@@ -29,6 +29,9 @@ use crate::weights::WeightFile;
 
 pub const FORMAT: &str = "fae-studio-generator/1";
 
+/// The built-in generator in `assets/`, trained on the built-in FAE model's latents.
+pub const DEFAULT_GENERATOR: &str = "generator-default.safetensors";
+
 /// The FAE model whose latents a generator was trained on: where it was and what it held.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FaeRef {

@@ -40,6 +40,8 @@ pub struct GeneratorTrainOptions {
     pub size: Option<usize>,
     pub resume: bool,
     pub arch: GeneratorSize,
+    /// Latent tokens per side folded into one transformer token (2 is 4x cheaper).
+    pub patch: usize,
     pub lr: f64,
     pub warmup: u64,
     pub seed: u64,
@@ -72,6 +74,7 @@ impl GeneratorTrainOptions {
             size: None,
             resume: false,
             arch: GeneratorSize::Tiny,
+            patch: 1,
             lr: 4e-4,
             warmup: 100,
             seed: 0,
@@ -235,10 +238,10 @@ pub fn fit(
         let ema = ckpt.model(device)?;
         (resumed, model, ema, ckpt.step, state.lr_scale, state.nan_steps)
     } else {
-        let mut cfg = options
-            .architecture
-            .clone()
-            .unwrap_or_else(|| GeneratorConfig::new(options.arch, set.grid, set.channels));
+        let mut cfg = options.architecture.clone().unwrap_or_else(|| GeneratorConfig {
+            patch: options.patch,
+            ..GeneratorConfig::new(options.arch, set.grid, set.channels)
+        });
         (cfg.grid, cfg.channels) = (set.grid, set.channels);
         cfg.classes = set.classes.clone();
         cfg.validate()?;
