@@ -235,6 +235,9 @@ fn train_step_ms(
     })
 }
 
+/// Reports one measurement: stage, model, size, batch, (median, min) ms.
+type EmitRow<'a> = dyn FnMut(&str, &str, usize, usize, (f64, f64)) + 'a;
+
 /// The flow transformer: one sampling step (one model call on a batch of latents), one whole
 /// image (50 Euler steps, per image of the batch) and one training step. `size` is the image
 /// size, the latent grid being size / 14 as with the built-in encoder.
@@ -242,7 +245,7 @@ fn generator_stages(
     options: &BenchOptions,
     compute: &Compute,
     wanted: &dyn Fn(&str) -> bool,
-    row: &mut dyn FnMut(&str, &str, usize, usize, (f64, f64)),
+    row: &mut EmitRow,
 ) -> Result<()> {
     use crate::generator::{GeneratorConfig, GeneratorFile, GeneratorSize, SampleOptions, sample};
     let device = &compute.device;
