@@ -152,6 +152,24 @@ fn paint_a_stroke_then_undo_and_redo() {
     h.key_press(Key::OpenBracket);
     h.step();
     assert!(h.state().state.session.settings.brush.radius < r1);
+
+    // Pinch zoom about the pointer: the image point under it stays put, in every pane.
+    let fraction = |r: egui::Rect, p: Pos2| (p - r.min) / r.size();
+    let rects = h.state().state.canvas.image_rects.clone();
+    let pointer = at(0.7, 0.2);
+    let point = fraction(rects[2].1, pointer);
+    let in_original = rects[0].1.min + point * rects[0].1.size();
+    h.hover_at(pointer);
+    h.step();
+    h.event(egui::Event::Zoom(1.6));
+    h.step();
+    h.step();
+    let zoom = h.state().state.canvas.zoom;
+    assert!((zoom - 1.6).abs() < 1e-3, "zoom {zoom}");
+    let after = h.state().state.canvas.image_rects.clone();
+    assert!((fraction(after[2].1, pointer) - point).length() < 1e-3);
+    assert!((fraction(after[0].1, in_original) - point).length() < 1e-3);
+    assert!((after[2].1.width() / rects[2].1.width() - 1.6).abs() < 1e-3);
 }
 
 #[test]
