@@ -172,6 +172,55 @@ fn paint_a_stroke_then_undo_and_redo() {
     assert!((after[2].1.width() / rects[2].1.width() - 1.6).abs() < 1e-3);
 }
 
+/// A file or folder dropped on the window.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_dropped_folder_is_listed_and_thumbnailed_off_the_window_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let folder = dir.path().join("photos");
+    std::fs::create_dir(&folder).unwrap();
+    for name in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(sample(name), folder.join(name)).unwrap();
+    }
+    std::fs::write(folder.join("readme.txt"), "not an image").unwrap();
+    let mut h = harness(options(dir.path(), Some(model)));
+    wait_model(&mut h);
+    h.input_mut().dropped_files.push(std::sync::Arc::new(Dropped(folder.clone())));
+    h.step();
+    // The frame does not wait for the listing: the images join when the library thread answers,
+    // and each thumbnail arrives as it is decoded.
+    wait(&mut h, 30, "the folder's images", |a| a.state.docs.len() == 2);
+    wait(&mut h, 30, "the thumbnails", |a| a.state.docs.iter().all(|d| d.thumb.is_some()));
+    let st = &h.state().state;
+    let names: Vec<&str> = st.docs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["chelsea.png", "coffee.png"]);
+    for d in &st.docs {
+        let [w, hh] = d.thumb.as_ref().unwrap().size();
+        assert!(w.max(hh) == 72 && w.min(hh) > 0, "{w}x{hh}");
+    }
+    // A damaged image gets no thumbnail, but a reason, and the window goes on.
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, "not a png").unwrap();
+    h.state_mut().state.open_paths(vec![bad]);
+    wait(&mut h, 30, "the damaged image's thumbnail error", |a| {
+        a.state.docs.len() == 3 && a.state.docs[2].thumb_error.is_some()
+    });
+    assert!(h.state().state.docs[2].thumb.is_none());
+}
+
 #[test]
 fn inspector_views_switch_and_similarity_follows_the_pointer() {
     let dir = tempfile::tempdir().unwrap();
@@ -365,8 +414,9 @@ fn errors_are_notices_not_crashes() {
     assert!(!h.state().state.notices.is_empty());
     // Opening something that is not an image is a notice too.
     h.state_mut().state.open_paths(vec![dir.path().join("missing.txt")]);
-    h.step();
-    assert!(h.state().state.notices.iter().any(|n| n.text.contains("missing.txt")));
+    wait(&mut h, 10, "the notice", |a| {
+        a.state.notices.iter().any(|n| n.text.contains("missing.txt"))
+    });
     assert!(h.state().state.docs.is_empty());
 
     // Without any model setting the built-in one is used, or the window says it is missing.
