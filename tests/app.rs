@@ -222,6 +222,51 @@ fn a_dropped_folder_is_listed_and_thumbnailed_off_the_window_thread() {
 }
 
 #[test]
+fn encoder_downloads_can_be_cancelled_and_offline_is_a_clear_notice() {
+    use fae_studio::app::ToolsTab;
+    use fae_studio::encoders::hub::Hub;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut h = harness(options(dir.path(), Some(model)));
+    wait_model(&mut h);
+    let notice = |a: &FaeApp, text: &str| a.state.notices.iter().any(|n| n.text.contains(text));
+
+    // A hub that takes the connection but never answers: the download waits, Cancel ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let st = &mut h.state_mut().state;
+    st.models.hub = Hub {
+        endpoint: Some(format!("http://{}", silent.local_addr().unwrap())),
+        cache_dir: Some(dir.path().join("hf")),
+    };
+    st.models.repo = "org/encoder".into();
+    st.tools_tab = ToolsTab::Models;
+    h.step();
+    h.get_by_label("Download").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.models.busy());
+    h.get_by_label("downloading org/encoder: connecting…");
+    h.get_by_label("Cancel").click();
+    h.step();
+    h.step();
+    assert!(!h.state().state.models.busy());
+    assert!(notice(h.state(), "download of org/encoder cancelled"));
+
+    // No connection at all: a notice that says so, and the panel keeps showing it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    h.state_mut().state.models.hub.endpoint = Some(format!("http://{closed}"));
+    h.step();
+    h.get_by_label("Download").click();
+    h.step();
+    assert!(h.state().state.models.busy());
+    wait(&mut h, 30, "the offline notice", |a| !a.state.models.busy());
+    let texts: Vec<_> = h.state().state.notices.iter().map(|n| n.text.clone()).collect();
+    assert!(notice(h.state(), "offline: the Hugging Face hub cannot be reached"), "{texts:?}");
+    let text = h.state().state.models.offline.clone().expect("the panel's offline line");
+    assert!(h.get_all_by_label(&text).count() >= 1);
+}
+
+#[test]
 fn inspector_views_switch_and_similarity_follows_the_pointer() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -154,7 +154,7 @@ pub struct AppState {
     /// Latency from an edit to its regenerated image, in ms (latest and all).
     pub latencies: Vec<f64>,
     pub tools_tab: ToolsTab,
-    repaint: Arc<dyn Fn() + Send + Sync>,
+    pub repaint: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A restored session's recipes and active image, applied when its images are listed.

@@ -5,6 +5,7 @@
 //! any register tokens kept apart.
 
 pub mod dinov2;
+pub mod hub;
 mod interpolate;
 pub mod layers;
 pub mod siglip;
