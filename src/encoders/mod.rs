@@ -8,6 +8,7 @@ pub mod dinov2;
 pub mod hub;
 mod interpolate;
 pub mod layers;
+pub mod onnx_import;
 pub mod siglip;
 pub mod source;
 
