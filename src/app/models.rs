@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
 
 use super::AppState;
 use super::state::BackendSetting;
@@ -44,7 +44,7 @@ impl ModelsPanel {
 
     pub fn poll(&mut self) {
         if let Some(rx) = &self.import
-            && let Ok(result) = rx.try_recv()
+            && let Some(result) = answer(rx, || "the import stopped unexpectedly".to_string())
         {
             self.messages.push(match result {
                 Ok(text) => (text, false),
@@ -53,7 +53,8 @@ impl ModelsPanel {
             self.import = None;
         }
         let Some(d) = &self.download else { return };
-        let Ok(result) = d.result.try_recv() else { return };
+        let stopped = || DownloadError::Failed("the download stopped unexpectedly".into());
+        let Some(result) = answer(&d.result, stopped) else { return };
         let repo = &d.repo;
         let msg = match result {
             Ok(p) => {
@@ -110,6 +111,15 @@ impl ModelsPanel {
             d.transfer.cancel.store(true, Ordering::Relaxed);
             self.messages.push((format!("download of {} cancelled", d.repo), false));
         }
+    }
+}
+
+/// A thread's answer, if it came; a thread that ended without one (a crash) answers `lost()`.
+fn answer<T, E>(rx: &Receiver<Result<T, E>>, lost: impl FnOnce() -> E) -> Option<Result<T, E>> {
+    match rx.try_recv() {
+        Ok(r) => Some(r),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Disconnected) => Some(Err(lost())),
     }
 }
 
