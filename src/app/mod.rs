@@ -2,7 +2,8 @@
 //!
 //! Structure (after egui's demo app): [`AppState`] holds everything the window shows and is
 //! saved as the session; one module per panel draws it (`library`, `canvas`, `inspector`, `edit`,
-//! `history`, `train`, `models`, `status`); [`worker`] owns the model on a background thread;
+//! `history`, `train`, `models`, `status`); [`worker`] owns the model on a background thread,
+//! [`loader`] lists folders and decodes thumbnails on another;
 //! [`gpu`] draws token maps with our WGSL shaders.
 
 pub mod canvas;
@@ -12,13 +13,14 @@ pub mod history;
 pub mod inspector;
 pub mod latency;
 pub mod library;
+pub mod loader;
 pub mod models;
 pub mod state;
 pub mod status;
 pub mod train;
 pub mod worker;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,6 +124,11 @@ pub struct AppState {
     pub active: Option<usize>,
     next_id: u64,
     pub worker: Worker,
+    /// Folder listings and thumbnails, off the window's thread.
+    pub loader: loader::Loader,
+    next_ticket: u64,
+    /// The listing of the images of a restored session, and what to apply once they are open.
+    restore: Option<Restore>,
     pub model: Option<ModelInfo>,
     pub model_error: Option<String>,
     /// Bumped on every model load; replies for an older model are dropped.
@@ -147,7 +154,14 @@ pub struct AppState {
     /// Latency from an edit to its regenerated image, in ms (latest and all).
     pub latencies: Vec<f64>,
     pub tools_tab: ToolsTab,
-    repaint: Arc<dyn Fn() + Send + Sync>,
+    pub repaint: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// A restored session's recipes and active image, applied when its images are listed.
+struct Restore {
+    ticket: u64,
+    recipes: BTreeMap<String, Recipe>,
+    active: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +194,9 @@ impl AppState {
             active: None,
             next_id: 1,
             worker: Worker::spawn(repaint.clone()),
+            loader: loader::Loader::spawn(repaint.clone()),
+            next_ticket: 1,
+            restore: None,
             model: None,
             model_error: None,
             model_generation: 0,
@@ -221,10 +238,7 @@ impl AppState {
         apply_theme(ctx, state.session.settings.theme);
         state.last_saved = Some(state.session.clone());
         state.load_model(state.session.settings.model.clone());
-        let images: Vec<PathBuf> =
-            state.session.images.iter().filter(|p| p.is_file()).cloned().collect();
-        let active = state.session.active.clone();
-        let recipes = state.session.recipes.clone();
+        let images = state.session.images.clone();
         if images.is_empty() {
             if options.open_sample
                 && let Some(sample) = sample_image()
@@ -232,14 +246,10 @@ impl AppState {
                 state.open_paths(vec![sample]);
             }
         } else {
-            state.open_paths(images);
-            for doc in &mut state.docs {
-                doc.pending_recipe =
-                    recipes.get(&doc.key()).filter(|r| !r.edits.is_empty()).cloned();
-            }
-            if let Some(a) = active {
-                state.active = state.docs.iter().position(|d| d.path == a).or(state.active);
-            }
+            let ticket = state.open_paths(images);
+            let recipes = state.session.recipes.clone();
+            let active = state.session.active.clone();
+            state.restore = Some(Restore { ticket, recipes, active });
         }
         state
     }
@@ -271,24 +281,18 @@ impl AppState {
     }
 
     /// Opens images and folders of images (the library, dialogs and drag and drop all come
-    /// here). Unreadable entries become notices.
-    pub fn open_paths(&mut self, paths: Vec<PathBuf>) {
-        let mut files = Vec::new();
-        for p in paths {
-            if p.is_dir() {
-                match worker::images_in(&p) {
-                    Ok(list) if list.is_empty() => {
-                        self.notify(format!("folder {} holds no images", p.display()), true)
-                    }
-                    Ok(list) => files.extend(list),
-                    Err(e) => self.notify(format!("{e:#}"), true),
-                }
-            } else if worker::is_image(&p) {
-                files.push(p);
-            } else {
-                self.notify(format!("{} is not an image this app can read", p.display()), true);
-            }
-        }
+    /// here): the library thread lists them and the images appear when it answers; unreadable
+    /// entries become notices. Returns the ticket of the listing.
+    pub fn open_paths(&mut self, paths: Vec<PathBuf>) -> u64 {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.loader.send(loader::Request::Open { ticket, paths });
+        ticket
+    }
+
+    /// Adds listed image files to the library (an image already open becomes the active one) and
+    /// asks for their thumbnails and encodings.
+    fn add_files(&mut self, files: Vec<PathBuf>) {
         for path in files {
             if let Some(i) = self.docs.iter().position(|d| d.path == path) {
                 self.active = Some(i);
@@ -305,6 +309,7 @@ impl AppState {
                 });
             }
             doc.status = DocStatus::Queued;
+            self.loader.send(loader::Request::Thumb { doc: doc.id, path: doc.path.clone() });
             self.docs.push(doc);
             self.active = Some(self.docs.len() - 1);
         }
@@ -444,6 +449,7 @@ impl AppState {
                 },
             }
         }
+        self.poll_loader(ctx);
         self.train.poll(ctx);
         self.models.poll();
         for text in self.models.take_messages() {
@@ -451,6 +457,41 @@ impl AppState {
         }
         for text in self.train.take_messages() {
             self.notify(text.0, text.1);
+        }
+    }
+
+    /// Handles the library thread's answers: listed files join the library, thumbnails arrive.
+    fn poll_loader(&mut self, ctx: &egui::Context) {
+        for answer in self.loader.poll() {
+            match answer {
+                loader::Loaded::Listed { ticket, files, errors } => {
+                    for e in errors {
+                        self.notify(e, true);
+                    }
+                    self.add_files(files);
+                    if let Some(r) = self.restore.take_if(|r| r.ticket == ticket) {
+                        for doc in &mut self.docs {
+                            doc.pending_recipe =
+                                r.recipes.get(&doc.key()).filter(|r| !r.edits.is_empty()).cloned();
+                        }
+                        if let Some(a) = r.active {
+                            self.active =
+                                self.docs.iter().position(|d| d.path == a).or(self.active);
+                        }
+                        self.apply_pending_recipes(false);
+                    }
+                }
+                loader::Loaded::Thumb { doc, result } => {
+                    let Some(d) = self.docs.iter_mut().find(|d| d.id == doc) else { continue };
+                    match result {
+                        Ok(img) => {
+                            let name = format!("thumb-{doc}");
+                            d.thumb = Some(ctx.load_texture(name, img, Default::default()));
+                        }
+                        Err(e) => d.thumb_error = Some(e),
+                    }
+                }
+            }
         }
     }
 
@@ -761,7 +802,7 @@ impl eframe::App for FaeApp {
 
         st.regenerate();
         st.autosave(false);
-        if st.worker.busy() || st.train.running() || st.models.busy() {
+        if st.worker.busy() || st.loader.busy() || st.train.running() || st.models.busy() {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
     }

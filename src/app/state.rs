@@ -396,6 +396,8 @@ pub struct Document {
     /// Bumped whenever anything drawn from this document changes.
     pub version: u64,
     pub thumb: Option<egui::TextureHandle>,
+    /// Why the thumbnail could not be made.
+    pub thumb_error: Option<String>,
 }
 
 impl Document {
@@ -415,6 +417,7 @@ impl Document {
             requested: None,
             version: 0,
             thumb: None,
+            thumb_error: None,
         }
     }
 

@@ -18,7 +18,7 @@ pub const SHORTCUTS: &[(&str, &str)] = &[
     ("[ and ]", "smaller / larger brush"),
     ("Ctrl+O", "open images"),
     ("Ctrl+S", "save the recipe"),
-    ("Mouse wheel", "zoom every picture together"),
+    ("Mouse wheel, pinch", "zoom every picture together, about the pointer"),
     ("Right or middle drag", "pan"),
     ("Esc", "cancel queued model work"),
     ("F1", "this help"),

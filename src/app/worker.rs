@@ -250,7 +250,7 @@ fn coalesce(batch: Vec<Job>, replies: &Sender<Reply>) -> Vec<Job> {
 }
 
 /// Runs a model call, turning a panic into an error.
-fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(super) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {

@@ -5,8 +5,10 @@
 //! any register tokens kept apart.
 
 pub mod dinov2;
+pub mod hub;
 mod interpolate;
 pub mod layers;
+pub mod onnx_import;
 pub mod siglip;
 pub mod source;
 
