@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
 use super::discriminator::{Discriminator, hinge_d, hinge_g};
-use super::shared::{ema_update, progress_bar, warmup_cosine};
+use super::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
 use crate::encoders::{VisionEncoder, source};
 use crate::fae::{self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, TrainState};
 use crate::fsutil::write_png;
@@ -233,8 +233,7 @@ pub fn train(
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
     let latest = options.out.join("latest.safetensors");
-    let mut lr_scale = 1.0;
-    let mut nan_steps = 0;
+    let mut guard = NanGuard::new(1.0, 0);
     let ad = device.clone().autodiff();
 
     // Model, optimizer and step: resumed, fine-tuned from a checkpoint, or new.
@@ -249,8 +248,7 @@ pub fn train(
         let steps = options.steps;
         let (data, out) = (options.data.clone(), options.out.clone());
         options = TrainOptions { data, out, resume: true, steps, ..state.options };
-        lr_scale = state.lr_scale;
-        nan_steps = state.nan_steps;
+        guard = NanGuard::new(state.lr_scale, state.nan_steps);
         Some(ckpt)
     } else {
         None
@@ -397,10 +395,13 @@ pub fn train(
                 stats: &LatentStats,
                 optimizer: &ModuleOptimizer,
                 disc: Option<(&Discriminator, &ModuleOptimizer)>,
-                lr_scale: f64,
-                nan_steps: u64|
+                guard: NanGuard|
      -> Result<()> {
-        let state = ResumeState { options: options.clone(), lr_scale, nan_steps };
+        let state = ResumeState {
+            options: options.clone(),
+            lr_scale: guard.lr_scale,
+            nan_steps: guard.nan_steps,
+        };
         let serialise = |o: &ModuleOptimizer| {
             o.into_bytes().map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e}"))
         };
@@ -430,7 +431,7 @@ pub fn train(
         let mut rng = Rng::derive(options.seed, step, 0);
         let batch = load_batch(&source, &mut dataset, &options, &mut rng, &options.out)?;
         let features = grids_to_tensor(batch.iter().map(|s| &s.features), &ad);
-        let lr = options.learning_rate(step) * lr_scale;
+        let lr = options.learning_rate(step) * guard.lr_scale;
         let adversarial = options.adversarial_on(step);
         if adversarial && disc.is_none() {
             disc = Some(crate::fae::model::seeded_init(
@@ -482,13 +483,8 @@ pub fn train(
             }
         };
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_value.is_finite() {
-            nan_steps += 1;
-            lr_scale *= 0.5;
-            bar.println(format!(
-                "step {step}: loss is {loss_value}, step skipped, learning rate halved"
-            ));
-            log(json!({"step": step, "event": "non_finite_loss", "lr_scale": lr_scale}))?;
+        if let Some(event) = guard.check(step, loss_value, &bar) {
+            log(event)?;
             step += 1;
             continue;
         }
@@ -536,13 +532,13 @@ pub fn train(
         }
         if step % options.checkpoint_every == 0 || at_end {
             let d = disc.as_ref().map(|d| (d, &disc_optimizer));
-            save(step, &model, &ema, &stats, &optimizer, d, lr_scale, nan_steps)?;
+            save(step, &model, &ema, &stats, &optimizer, d, guard)?;
         }
     }
     let stopped = step < options.steps;
     if stopped {
         let d = disc.as_ref().map(|d| (d, &disc_optimizer));
-        save(step, &model, &ema, &stats, &optimizer, d, lr_scale, nan_steps)?;
+        save(step, &model, &ema, &stats, &optimizer, d, guard)?;
         bar.println(format!("stopped at step {step}; continue with --resume"));
     }
     bar.finish_and_clear();
