@@ -537,6 +537,8 @@ fn harmonise_ui(ui: &mut egui::Ui, st: &mut AppState) {
         ui.add(egui::DragValue::new(&mut e.harmonise_seed))
             .on_hover_text("The noise of the harmonise edit; the same seed gives the same result");
     });
+    let class = st.session.settings.generate.class.as_deref().unwrap_or("unconditional");
+    ui.weak(format!("class: {class} (chosen in the Generate panel)"));
     let blocked = st.harmonise_blocked();
     let button = ui.add_enabled(blocked.is_none(), egui::Button::new("Harmonise"));
     let button = match blocked {
@@ -554,5 +556,32 @@ fn harmonise_ui(ui: &mut egui::Ui, st: &mut AppState) {
             ui.spinner();
             ui.label("harmonising…");
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn harmonise_keys_follow_the_latent_the_settings_and_the_generator() {
+        let latent = Grid { height: 2, width: 2, channels: 2, data: vec![0.5; 8] };
+        let h = Harmonise { strength: 0.3, steps: 10, seed: 1, class: None };
+        let mut cache = HarmoniseCache::default();
+        let key = cache.key(&latent, &h);
+        assert_eq!(key, cache.key(&latent.clone(), &h.clone()));
+        let mut other = latent.clone();
+        other.data[7] = 0.25;
+        assert_ne!(key, cache.key(&other, &h));
+        for changed in [
+            Harmonise { strength: 0.4, ..h.clone() },
+            Harmonise { steps: 11, ..h.clone() },
+            Harmonise { seed: 2, ..h.clone() },
+            Harmonise { class: Some("a".into()), ..h.clone() },
+        ] {
+            assert_ne!(key, cache.key(&latent, &changed), "{changed:?}");
+        }
+        cache.reset(2);
+        assert_ne!(key, cache.key(&latent, &h), "another generator, another result");
     }
 }

@@ -21,6 +21,8 @@ pub const HOW_TO: &str = "Train one on a folder of images with `fae-studio train
 struct Run {
     ticket: u64,
     seed: u64,
+    /// The checksum of the FAE model that decodes the latents.
+    fae_sha256: String,
     progress: Arc<GenerateProgress>,
 }
 
@@ -29,6 +31,8 @@ pub struct GenResult {
     pub latent: Grid,
     pub image: image::Rgb32FImage,
     pub seed: u64,
+    /// The FAE model the latent belongs to.
+    pub fae_sha256: String,
     pub texture: egui::TextureHandle,
 }
 
@@ -110,9 +114,11 @@ impl AppState {
 
     /// Starts a generation with the panel's settings.
     pub fn start_generate(&mut self) {
+        let Some(model) = &self.model else { return };
         if self.generate.generator.is_none() || self.generate.running() {
             return;
         }
+        let fae_sha256 = model.sha256.clone();
         let s = &self.session.settings.generate;
         let options = s.options();
         if let Err(e) = options.validate() {
@@ -124,7 +130,8 @@ impl AppState {
         let g = &mut self.generate;
         g.next_run += 1;
         let progress = Arc::new(GenerateProgress::default());
-        g.run = Some(Run { ticket: g.next_run, seed: request.seed, progress: progress.clone() });
+        let ticket = g.next_run;
+        g.run = Some(Run { ticket, seed: request.seed, fae_sha256, progress: progress.clone() });
         self.worker.send(Job::Generate { ticket: g.next_run, request, progress });
     }
 
@@ -159,6 +166,7 @@ impl AppState {
                             latent: g.latent,
                             image: g.image,
                             seed: run.seed.wrapping_add(i as u64),
+                            fae_sha256: run.fae_sha256.clone(),
                             texture,
                         }
                     })
@@ -173,10 +181,6 @@ impl AppState {
     /// session's `generated/` folder and the document is opened from them.
     pub fn send_to_editor(&mut self, index: usize) {
         let Some(r) = self.generate.results.get(index) else { return };
-        let Some(model) = &self.model else {
-            self.notify("no FAE model is loaded", true);
-            return;
-        };
         let folder = self
             .session_path
             .as_ref()
@@ -184,7 +188,7 @@ impl AppState {
             .unwrap_or_else(|| std::env::temp_dir().join("fae-studio"))
             .join("generated");
         let name = generated::unique_name(&folder, r.seed);
-        match generated::save(&folder, &name, &r.image, &r.latent, &model.sha256) {
+        match generated::save(&folder, &name, &r.image, &r.latent, &r.fae_sha256) {
             Ok(png) => {
                 self.open_paths(vec![png]);
             }
