@@ -703,7 +703,7 @@ fn generate_images_send_one_to_the_editor_and_harmonise_it() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let generator = tiny_generator(dir.path(), Some(&model));
-    let mut h = harness(options(dir.path(), Some(model)));
+    let mut h = harness(options(dir.path(), Some(model.clone())));
     wait_model(&mut h);
     wait_generator(&mut h);
     // What "Load generator…" does with the chosen file.
@@ -788,6 +788,18 @@ fn generate_images_send_one_to_the_editor_and_harmonise_it() {
     wait(&mut h, 60, "the replayed recipe", |a| history_len(a) == 1);
     let replayed = h.state().state.active_doc().unwrap().history.clone().unwrap();
     assert_eq!(replayed.current(), history.current(), "the same result, bit for bit");
+
+    // After a restart: the same generator, the generated document with its latent, and its
+    // harmonise edit replayed through the generator.
+    h.state_mut().state.autosave(true);
+    drop(h);
+    let mut h = harness(options(dir.path(), Some(model)));
+    wait(&mut h, 60, "the restored document and its edit", |a| ready(a, 1) && history_len(a) == 1);
+    let st = &h.state().state;
+    assert!(st.generate.generator.as_ref().is_some_and(|g| g.name == "latest.safetensors"));
+    let doc = st.active_doc().unwrap();
+    assert_eq!(doc.analysis.as_ref().unwrap().latent, first[1]);
+    assert_eq!(doc.history.as_ref().unwrap().current(), history.current());
 }
 
 #[test]
