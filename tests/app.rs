@@ -700,6 +700,7 @@ fn disabled(h: &Harness<'_, FaeApp>, label: &str) -> bool {
 #[test]
 fn generate_images_send_one_to_the_editor_and_harmonise_it() {
     use fae_studio::app::ToolsTab;
+    use fae_studio::edit::ops::Edit;
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
     let generator = tiny_generator(dir.path(), Some(&model));
@@ -788,6 +789,30 @@ fn generate_images_send_one_to_the_editor_and_harmonise_it() {
     wait(&mut h, 60, "the replayed recipe", |a| history_len(a) == 1);
     let replayed = h.state().state.active_doc().unwrap().history.clone().unwrap();
     assert_eq!(replayed.current(), history.current(), "the same result, bit for bit");
+
+    // Only where the last edit was: a noise dab on the top-left token, then a harmonise with
+    // its mask changes that token alone.
+    let mask = fae_studio::edit::mask::Mask::stroke(vec![[0.1, 0.1]], 0.2, 1.0);
+    {
+        let st = &mut h.state_mut().state;
+        let noise = Edit::Noise { seed: 4, sigma: 1.0, mask: Some(mask.clone()) };
+        assert!(st.push_edit(noise));
+        st.edit.harmonise_last_mask = true;
+    }
+    h.step();
+    let noised = h.state().state.active_doc().unwrap().history.as_ref().unwrap().current().clone();
+    h.get_by_label("Harmonise").click();
+    wait(&mut h, 60, "the masked harmonise edit", |a| history_len(a) == 3);
+    let masked = h.state().state.active_doc().unwrap().history.clone().unwrap();
+    assert_eq!(masked.recipe().edits[2].mask(), Some(&mask));
+    let (token, out) = (32, masked.current());
+    assert_ne!(out.data[..token], noised.data[..token], "the masked token is harmonised");
+    assert_eq!(out.data[token..], noised.data[token..], "the others are left exactly");
+    for _ in 0..2 {
+        h.get_by_label("Undo").click();
+        h.step();
+    }
+    assert_eq!(history_len(h.state()), 1);
 
     // After a restart: the same generator, the generated document with its latent, and its
     // harmonise edit replayed through the generator.

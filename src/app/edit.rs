@@ -127,8 +127,10 @@ pub struct EditState {
     pub harmonise_strength: f32,
     pub harmonise_steps: usize,
     pub harmonise_seed: u64,
-    /// A harmonise edit waiting for the worker: (document id, result key, settings).
-    pub pending_harmonise: Option<(u64, u64, Harmonise)>,
+    /// Harmonise only where the last edit was (its mask), not the whole image.
+    pub harmonise_last_mask: bool,
+    /// A harmonise edit waiting for the worker: (document id, result key, edit).
+    pub pending_harmonise: Option<(u64, u64, Edit)>,
 }
 
 impl Default for EditState {
@@ -150,6 +152,7 @@ impl Default for EditState {
             harmonise_strength: 0.3,
             harmonise_steps: 10,
             harmonise_seed: 0,
+            harmonise_last_mask: false,
             pending_harmonise: None,
         }
     }
@@ -181,8 +184,13 @@ impl AppState {
             self.notify(why, true);
             return;
         }
-        let Some(doc) = self.active_doc() else { return };
-        let Some(history) = doc.history.as_ref() else { return };
+        let Some((doc, latent, last_mask)) = self.active_doc().and_then(|d| {
+            let h = d.history.as_ref()?;
+            let last_mask = h.recipe().edits.last().and_then(|e| e.mask()).cloned();
+            Some((d.id, h.current().clone(), last_mask))
+        }) else {
+            return;
+        };
         let e = &self.edit;
         let settings = Harmonise {
             strength: e.harmonise_strength,
@@ -190,15 +198,23 @@ impl AppState {
             seed: e.harmonise_seed,
             class: self.session.settings.generate.class.clone(),
         };
-        let key = self.harmonised.key(history.current(), &settings);
+        let mask = match (e.harmonise_last_mask, last_mask) {
+            (false, _) => None,
+            (true, Some(m)) => Some(m),
+            (true, None) => {
+                self.notify("the last edit has no mask: paint a stroke first", true);
+                return;
+            }
+        };
+        let edit = harmonise_edit(&settings, mask);
+        let key = self.harmonised.key(&latent, &settings);
         if self.harmonised.done.contains_key(&key) {
-            self.push_edit(harmonise_edit(&settings));
+            self.push_edit(edit);
             return;
         }
-        let latent = Arc::new(history.current().clone());
-        self.edit.pending_harmonise = Some((doc.id, key, settings.clone()));
+        self.edit.pending_harmonise = Some((doc, key, edit));
         self.harmonised.in_flight.insert(key);
-        self.worker.send(Job::Harmonise { key, latent, settings });
+        self.worker.send(Job::Harmonise { key, latent: Arc::new(latent), settings });
     }
 
     /// Sends the harmonise results that edits asked for to the worker; true if any were asked
@@ -220,15 +236,17 @@ impl AppState {
     pub fn harmonised(&mut self, key: u64, result: Result<Grid, String>) {
         self.harmonised.in_flight.remove(&key);
         self.harmonised.done.insert(key, result.clone());
-        if let Some((doc, _, settings)) = self.edit.pending_harmonise.take_if(|p| p.1 == key) {
+        if let Some((doc, _, edit)) = self.edit.pending_harmonise.take_if(|p| p.1 == key) {
             let i = self.docs.iter().position(|d| d.id == doc);
+            let settings = harmonise_settings(&edit);
             let current = i
                 .and_then(|i| self.docs[i].history.as_ref())
-                .map(|h| self.harmonised.key(h.current(), &settings));
+                .zip(settings)
+                .map(|(h, s)| self.harmonised.key(h.current(), &s));
             match (result, i) {
                 (Err(e), _) => self.notify(e, true),
                 (Ok(_), Some(i)) if current == Some(key) => {
-                    self.push_edit_to(i, harmonise_edit(&settings));
+                    self.push_edit_to(i, edit);
                 }
                 (Ok(_), _) => {
                     self.notify("the image changed while harmonising; press Harmonise again", true)
@@ -359,14 +377,27 @@ impl AppState {
     }
 }
 
-/// The unmasked `harmonise` edit with these settings.
-fn harmonise_edit(h: &Harmonise) -> Edit {
+/// The `harmonise` edit with these settings.
+fn harmonise_edit(h: &Harmonise, mask: Option<Mask>) -> Edit {
     Edit::Harmonise {
         strength: h.strength,
         steps: h.steps,
         seed: h.seed,
         class: h.class.clone(),
-        mask: None,
+        mask,
+    }
+}
+
+/// The settings of a `harmonise` edit.
+fn harmonise_settings(edit: &Edit) -> Option<Harmonise> {
+    match edit {
+        Edit::Harmonise { strength, steps, seed, class, .. } => Some(Harmonise {
+            strength: *strength,
+            steps: *steps,
+            seed: *seed,
+            class: class.clone(),
+        }),
+        _ => None,
     }
 }
 
@@ -537,6 +568,9 @@ fn harmonise_ui(ui: &mut egui::Ui, st: &mut AppState) {
         ui.add(egui::DragValue::new(&mut e.harmonise_seed))
             .on_hover_text("The noise of the harmonise edit; the same seed gives the same result");
     });
+    ui.checkbox(&mut e.harmonise_last_mask, "only where the last edit was").on_hover_text(
+        "Use the last edit's mask (a brush stroke), so the rest stays exactly as it is",
+    );
     let class = st.session.settings.generate.class.as_deref().unwrap_or("unconditional");
     ui.weak(format!("class: {class} (chosen in the Generate panel)"));
     let blocked = st.harmonise_blocked();

@@ -1,5 +1,5 @@
-//! One background thread owns the model: the window sends it jobs through a channel and polls
-//! the replies each frame, so the interface never waits on a model call.
+//! One background thread owns the model and the generator: the window sends it jobs through a
+//! channel and polls the replies each frame, so the interface never waits on a model call.
 //!
 //! Rapid regeneration requests are coalesced: of several queued decodes of one image only the
 //! newest runs, so painting stays live however slow the decoder is. A cancel flag drops the
