@@ -247,6 +247,13 @@ struct TrainArgs {
     /// Weight of the perceptual (encoder feature) term of the pixel loss; 0 turns it off.
     #[arg(long, default_value_t = 0.1)]
     perceptual: f64,
+    /// Weight of the adversarial (hinge GAN, PatchGAN discriminator) term of the pixel loss;
+    /// 0 turns it off.
+    #[arg(long, default_value_t = 0.1)]
+    adversarial: f64,
+    /// Where in the pixel stages the adversarial term starts (0 = their start, 1 = never).
+    #[arg(long, default_value_t = 0.5)]
+    adversarial_start: f64,
     /// Latent channels for a model trained from scratch.
     #[arg(long, default_value_t = 32)]
     latent_channels: usize,
@@ -453,6 +460,7 @@ fn run(cli: Cli) -> Result<()> {
             o.val_every = args.val_every.max(1);
             o.log_every = args.log_every.max(1);
             o.perceptual = args.perceptual;
+            (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
             o.cache_dir = args.cache;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;

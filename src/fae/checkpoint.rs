@@ -207,6 +207,33 @@ impl CheckpointWriter {
         self.meta("train_state", state.to_string());
     }
 
+    /// A second trained module (e.g. a discriminator) under `name.`, with its optimizer state in
+    /// `name_optimizer` and its parameter ids in the `name_param_ids` metadata.
+    pub fn aux_state<M: Module>(&mut self, name: &str, module: &M, optimizer: Vec<u8>) {
+        let mut ids = BTreeMap::new();
+        for p in collect(module) {
+            ids.insert(p.path.clone(), p.id);
+            let bytes = bytemuck::cast_slice(&p.values).to_vec();
+            self.tensors.push((
+                format!("{name}.{}", p.path),
+                safetensors::Dtype::F32,
+                p.shape,
+                bytes,
+            ));
+        }
+        let len = optimizer.len();
+        self.tensors.push((
+            format!("{name}_optimizer"),
+            safetensors::Dtype::U8,
+            vec![len],
+            optimizer,
+        ));
+        self.meta(
+            &format!("{name}_param_ids"),
+            serde_json::to_string(&ids).expect("ids serialise"),
+        );
+    }
+
     /// Writes atomically.
     pub fn write(self, path: &Path) -> Result<()> {
         let views = self
@@ -244,4 +271,23 @@ pub fn optimizer_bytes(file: &WeightFile) -> Result<Option<Vec<u8>>> {
 
 pub fn train_state(file: &WeightFile) -> Option<serde_json::Value> {
     file.metadata().get("train_state").and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// A module saved by [`CheckpointWriter::aux_state`] with its optimizer bytes, if present.
+pub fn load_aux<M: Module>(
+    file: &WeightFile,
+    name: &str,
+    module: M,
+) -> Result<Option<(M, Vec<u8>)>> {
+    let key = format!("{name}_optimizer");
+    if !file.contains(&key) {
+        return Ok(None);
+    }
+    let ids: BTreeMap<String, u64> = match file.metadata().get(&format!("{name}_param_ids")) {
+        Some(text) => serde_json::from_str(text)?,
+        None => BTreeMap::new(),
+    };
+    let module = load(module, file, &format!("{name}."), &ids)?;
+    let st = safetensors::SafeTensors::deserialize(file.bytes())?;
+    Ok(Some((module, st.tensor(&key)?.data().to_vec())))
 }

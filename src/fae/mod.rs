@@ -69,6 +69,8 @@ pub struct TrainState<'a> {
     pub optimizer: Vec<u8>,
     /// Free-form JSON (schedule, RNG seed, stage, learning-rate scale).
     pub state: serde_json::Value,
+    /// The adversarial term's discriminator and its optimizer state, once it has started.
+    pub discriminator: Option<(&'a crate::train::discriminator::Discriminator, Vec<u8>)>,
 }
 
 /// Writes a checkpoint atomically. `f16` halves the size (for shipped models).
@@ -90,6 +92,9 @@ pub fn save(
     writer.meta("step", step.to_string());
     if let Some(train) = train {
         writer.train_state(train.weights, train.optimizer, &train.state);
+        if let Some((disc, optimizer)) = train.discriminator {
+            writer.aux_state("disc", disc, optimizer);
+        }
     }
     writer.write(path)
 }

@@ -307,7 +307,8 @@ pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
             param: burn::module::Param<Tensor<D>>,
         ) -> burn::module::Param<Tensor<D>> {
             let path = self.path.join(".");
-            let is_weight = path.ends_with(".weight") && D == 2;
+            // Linear weights are [in, out]; convolution weights [out, in, kh, kw].
+            let is_weight = path.ends_with(".weight") && (D == 2 || D == 4);
             let is_bias = path.ends_with(".bias");
             if !is_weight && !is_bias {
                 return param;
@@ -321,7 +322,8 @@ pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
                 let require_grad = t.is_require_grad();
                 let n: usize = dims.iter().product();
                 let values = if is_weight {
-                    let bound = 1.0 / (dims[0] as f64).sqrt();
+                    let fan_in = if D == 2 { dims[0] } else { dims[1..].iter().product() };
+                    let bound = 1.0 / (fan_in as f64).sqrt();
                     let mut rng = crate::rng::Rng::derive(seed, 0, stream);
                     (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32).collect()
                 } else {

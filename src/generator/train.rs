@@ -25,7 +25,7 @@ use crate::fae::Fae;
 use crate::fsutil::write_png;
 use crate::rng::Rng;
 use crate::train::data::FeatureCache;
-use crate::train::shared::{ema_update, progress_bar, warmup_cosine};
+use crate::train::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
 
 /// The run's settings; everything but the paths and `steps` is recorded for `--resume`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -220,7 +220,7 @@ pub fn fit(
         .with_weight_decay(0.0)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init();
-    let (options, mut model, mut ema, mut step, mut lr_scale, mut nan_steps) = if options.resume {
+    let (options, mut model, mut ema, mut step, mut guard) = if options.resume {
         let ckpt = GeneratorFile::open(&latest)?;
         let resumed = resumed_options(&options, &ckpt)?;
         let state: ResumeState = serde_json::from_value(
@@ -236,7 +236,7 @@ pub fn fit(
         }
         let model = ckpt.train_model(&ad)?;
         let ema = ckpt.model(device)?;
-        (resumed, model, ema, ckpt.step, state.lr_scale, state.nan_steps)
+        (resumed, model, ema, ckpt.step, NanGuard::new(state.lr_scale, state.nan_steps))
     } else {
         let mut cfg = options.architecture.clone().unwrap_or_else(|| GeneratorConfig {
             patch: options.patch,
@@ -247,7 +247,7 @@ pub fn fit(
         cfg.validate()?;
         let model = init(&cfg, options.seed, &ad);
         let ema = model.valid();
-        (options, model, ema, 0, 1.0, 0)
+        (options, model, ema, 0, NanGuard::new(1.0, 0))
     };
     let null = model.config.null_class();
     let rope = model.rope(&ad);
@@ -265,13 +265,16 @@ pub fn fit(
                     model: &FlowTransformer,
                     ema: &FlowTransformer,
                     optimizer: &ModuleOptimizer,
-                    lr_scale: f64,
-                    nan_steps: u64|
+                    guard: NanGuard|
      -> Result<()> {
         let bytes = optimizer
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e}"))?;
-        let state = ResumeState { options: options.clone(), lr_scale, nan_steps };
+        let state = ResumeState {
+            options: options.clone(),
+            lr_scale: guard.lr_scale,
+            nan_steps: guard.nan_steps,
+        };
         save(
             &latest,
             ema,
@@ -311,15 +314,10 @@ pub fn fit(
         let xt = x0.clone() * (-tb.clone() + 1.0) + eps.clone() * tb;
         let predicted = model.forward(xt, t, &labels, &rope);
         let loss = (predicted - (eps - x0)).square().mean();
-        let lr = warmup_cosine(options.lr, step, options.steps, options.warmup) * lr_scale;
+        let lr = warmup_cosine(options.lr, step, options.steps, options.warmup) * guard.lr_scale;
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_value.is_finite() {
-            nan_steps += 1;
-            lr_scale *= 0.5;
-            bar.println(format!(
-                "step {step}: loss is {loss_value}, step skipped, learning rate halved"
-            ));
-            log(json!({"step": step, "event": "non_finite_loss", "lr_scale": lr_scale}))?;
+        if let Some(event) = guard.check(step, loss_value, &bar) {
+            log(event)?;
             step += 1;
             continue;
         }
@@ -339,7 +337,7 @@ pub fn fit(
             )?;
         }
         if step % options.checkpoint_every.max(1) == 0 || at_end {
-            save_all(step, &model, &ema, &optimizer, lr_scale, nan_steps)?;
+            save_all(step, &model, &ema, &optimizer, guard)?;
             if let Some(fae) = fae.filter(|_| options.previews > 0) {
                 write_preview(fae, &ema, &options, step)?;
                 log(
@@ -350,7 +348,7 @@ pub fn fit(
     }
     let stopped = step < options.steps;
     if stopped {
-        save_all(step, &model, &ema, &optimizer, lr_scale, nan_steps)?;
+        save_all(step, &model, &ema, &optimizer, guard)?;
         bar.println(format!("stopped at step {step}; continue with --resume"));
     }
     bar.finish_and_clear();

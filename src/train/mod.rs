@@ -5,6 +5,7 @@
 //! feature decoder's outputs (the paper's two stages); `all` runs both in turn.
 
 pub mod data;
+pub mod discriminator;
 pub mod run;
 pub mod shared;
 

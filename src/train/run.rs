@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
-use super::shared::{ema_update, progress_bar, warmup_cosine};
+use super::discriminator::{Discriminator, hinge_d, hinge_g};
+use super::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
 use crate::encoders::{VisionEncoder, source};
 use crate::fae::{self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, TrainState};
 use crate::fsutil::write_png;
@@ -78,6 +79,12 @@ pub struct TrainOptions {
     pub log_every: u64,
     /// Weight of the perceptual term (encoder-feature cosine of output vs input); 0 turns it off.
     pub perceptual: f64,
+    /// Weight of the adversarial (hinge GAN) term of the pixel loss; 0 turns it off.
+    #[serde(default = "default_adversarial")]
+    pub adversarial: f64,
+    /// Where in the pixel stages (0 = their start, 1 = their end) the adversarial term starts.
+    #[serde(default = "default_adversarial_start")]
+    pub adversarial_start: f64,
     /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
     pub noise: f64,
     /// Weight of the optional cosine term in the feature loss.
@@ -89,6 +96,14 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Architecture for a model trained from scratch (default: [`FaeConfig::small`]).
     pub architecture: Option<FaeConfig>,
+}
+
+fn default_adversarial() -> f64 {
+    0.1
+}
+
+fn default_adversarial_start() -> f64 {
+    0.5
 }
 
 impl TrainOptions {
@@ -112,6 +127,8 @@ impl TrainOptions {
             val_every: 250,
             log_every: 10,
             perceptual: 0.1,
+            adversarial: default_adversarial(),
+            adversarial_start: default_adversarial_start(),
             noise: 0.4,
             feature_cosine: 0.1,
             ema_decay: 0.999,
@@ -146,6 +163,21 @@ impl TrainOptions {
         }
         let (phase, len) = *splits.last().expect("a phase");
         (phase, len.saturating_sub(1), len)
+    }
+
+    /// Whether `step` trains with the adversarial term: late in the pixel stages.
+    fn adversarial_on(&self, step: u64) -> bool {
+        if self.adversarial <= 0.0 || self.phase(step).0 == Phase::Fae {
+            return false;
+        }
+        // Where the pixel stages start, as `phase` splits the run.
+        let first = match self.stage {
+            Stage::Fae => return false,
+            Stage::Pixel => 0,
+            Stage::All => self.steps.max(1) / 2,
+        };
+        let pixel_steps = self.steps.max(1) - first;
+        (step - first) as f64 >= self.adversarial_start * pixel_steps as f64
     }
 
     /// Warm-up then cosine decay to a tenth, restarted for each phase.
@@ -201,8 +233,7 @@ pub fn train(
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
     let latest = options.out.join("latest.safetensors");
-    let mut lr_scale = 1.0;
-    let mut nan_steps = 0;
+    let mut guard = NanGuard::new(1.0, 0);
     let ad = device.clone().autodiff();
 
     // Model, optimizer and step: resumed, fine-tuned from a checkpoint, or new.
@@ -217,8 +248,7 @@ pub fn train(
         let steps = options.steps;
         let (data, out) = (options.data.clone(), options.out.clone());
         options = TrainOptions { data, out, resume: true, steps, ..state.options };
-        lr_scale = state.lr_scale;
-        nan_steps = state.nan_steps;
+        guard = NanGuard::new(state.lr_scale, state.nan_steps);
         Some(ckpt)
     } else {
         None
@@ -272,6 +302,23 @@ pub fn train(
             .map_err(|e| anyhow::anyhow!("cannot restore the optimizer state: {e}"))?;
     }
     let mut step = resumed.as_ref().map_or(0, |c| c.step);
+    // The discriminator (and its optimizer) exist once the adversarial term has started.
+    let mut disc_optimizer: ModuleOptimizer = AdamWConfig::new()
+        .with_beta_1(0.5)
+        .with_beta_2(0.9)
+        .with_weight_decay(0.0)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init();
+    let mut disc: Option<Discriminator> = None;
+    if let Some(ckpt) = &resumed
+        && let Some((d, bytes)) =
+            crate::fae::checkpoint::load_aux(&ckpt.file, "disc", Discriminator::new(&ad))?
+    {
+        disc_optimizer = disc_optimizer
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| anyhow::anyhow!("cannot restore the discriminator's optimizer: {e}"))?;
+        disc = Some(d);
+    }
 
     // Perceptual loss needs the frozen encoder on the autodiff device.
     let perceptual_encoder = if options.perceptual > 0.0 && options.stage != Stage::Fae {
@@ -347,13 +394,22 @@ pub fn train(
                 ema: &FaeModel,
                 stats: &LatentStats,
                 optimizer: &ModuleOptimizer,
-                lr_scale: f64,
-                nan_steps: u64|
+                disc: Option<(&Discriminator, &ModuleOptimizer)>,
+                guard: NanGuard|
      -> Result<()> {
-        let state = ResumeState { options: options.clone(), lr_scale, nan_steps };
-        let bytes = optimizer
-            .into_bytes()
-            .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e}"))?;
+        let state = ResumeState {
+            options: options.clone(),
+            lr_scale: guard.lr_scale,
+            nan_steps: guard.nan_steps,
+        };
+        let serialise = |o: &ModuleOptimizer| {
+            o.into_bytes().map_err(|e| anyhow::anyhow!("cannot serialise the optimizer: {e}"))
+        };
+        let bytes = serialise(optimizer)?;
+        let discriminator = match disc {
+            Some((d, o)) => Some((d, serialise(o)?.to_vec())),
+            None => None,
+        };
         fae::save(
             &latest,
             &config,
@@ -364,6 +420,7 @@ pub fn train(
                 weights: model,
                 optimizer: bytes.to_vec(),
                 state: serde_json::to_value(state)?,
+                discriminator,
             }),
             false,
         )
@@ -374,7 +431,15 @@ pub fn train(
         let mut rng = Rng::derive(options.seed, step, 0);
         let batch = load_batch(&source, &mut dataset, &options, &mut rng, &options.out)?;
         let features = grids_to_tensor(batch.iter().map(|s| &s.features), &ad);
-        let lr = options.learning_rate(step) * lr_scale;
+        let lr = options.learning_rate(step) * guard.lr_scale;
+        let adversarial = options.adversarial_on(step);
+        if adversarial && disc.is_none() {
+            disc = Some(crate::fae::model::seeded_init(
+                Discriminator::new(&ad),
+                options.seed ^ 0xd15c,
+            ));
+        }
+        let mut fake_and_real = None;
         let (loss, parts) = match phase {
             Phase::Fae => fae_loss(&model, features, grid, &config, &options, &mut rng),
             Phase::PixelNoisy | Phase::PixelDecoded => {
@@ -399,31 +464,40 @@ pub fn train(
                     let (mean, _) = inner.encoder.forward(plain);
                     Tensor::from_data(inner.feature_decoder.forward(mean, grid).into_data(), &ad)
                 };
-                pixel_loss(
+                let (mut loss, mut parts, image) = pixel_loss(
                     &model,
                     input,
                     features,
-                    targets,
+                    targets.clone(),
                     grid,
                     perceptual_encoder.as_deref(),
                     &options,
-                )
+                );
+                if let Some(d) = disc.as_ref().filter(|_| adversarial) {
+                    let g = hinge_g(d.forward(image.clone()));
+                    parts.push(("adv_g", scalar(&g)));
+                    loss = loss + g * options.adversarial;
+                    fake_and_real = Some((image.detach(), targets));
+                }
+                (loss, parts)
             }
         };
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
-        if !loss_value.is_finite() {
-            nan_steps += 1;
-            lr_scale *= 0.5;
-            bar.println(format!(
-                "step {step}: loss is {loss_value}, step skipped, learning rate halved"
-            ));
-            log(json!({"step": step, "event": "non_finite_loss", "lr_scale": lr_scale}))?;
+        if let Some(event) = guard.check(step, loss_value, &bar) {
+            log(event)?;
             step += 1;
             continue;
         }
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(lr, model, grads);
         ema = ema_update(ema, &model, options.ema_decay, step);
+        let mut parts = parts;
+        if let (Some((fake, real)), Some(d)) = (fake_and_real, disc.take()) {
+            let d_loss = hinge_d(d.forward(real), d.forward(fake));
+            parts.push(("adv_d", scalar(&d_loss)));
+            let grads = GradientsParams::from_grads(d_loss.backward(), &d);
+            disc = Some(disc_optimizer.step(lr, d, grads));
+        }
         last_loss = loss_value;
         step += 1;
         bar.set_position(step);
@@ -457,12 +531,14 @@ pub fn train(
             validation = Some(v);
         }
         if step % options.checkpoint_every == 0 || at_end {
-            save(step, &model, &ema, &stats, &optimizer, lr_scale, nan_steps)?;
+            let d = disc.as_ref().map(|d| (d, &disc_optimizer));
+            save(step, &model, &ema, &stats, &optimizer, d, guard)?;
         }
     }
     let stopped = step < options.steps;
     if stopped {
-        save(step, &model, &ema, &stats, &optimizer, lr_scale, nan_steps)?;
+        let d = disc.as_ref().map(|d| (d, &disc_optimizer));
+        save(step, &model, &ema, &stats, &optimizer, d, guard)?;
         bar.println(format!("stopped at step {step}; continue with --resume"));
     }
     bar.finish_and_clear();
@@ -585,7 +661,8 @@ fn fae_loss(
     (loss, parts)
 }
 
-/// L1 to the target image + perceptual distance in the frozen encoder's feature space.
+/// L1 to the target image + perceptual distance in the frozen encoder's feature space; also
+/// returns the decoded image (for the adversarial term).
 fn pixel_loss(
     model: &FaeModel,
     input: Tensor<3>,
@@ -594,7 +671,7 @@ fn pixel_loss(
     grid: (usize, usize),
     encoder: Option<&dyn VisionEncoder>,
     options: &TrainOptions,
-) -> (Tensor<1>, Vec<(&'static str, f64)>) {
+) -> (Tensor<1>, Vec<(&'static str, f64)>, Tensor<4>) {
     let image = model.pixel_decoder.forward(input, grid);
     let [_, _, h, w] = targets.dims();
     let image = if image.dims()[2..] == [h, w] { image } else { resize_to(image, h, w) };
@@ -603,14 +680,14 @@ fn pixel_loss(
     let mut loss = l1;
     if let Some(encoder) = encoder {
         let info = encoder.info();
-        let normalised = normalise(image, info.mean, info.std);
+        let normalised = normalise(image.clone(), info.mean, info.std);
         let tokens = encoder.forward(normalised).patch_tokens;
         let [b, gh, gw, d] = tokens.dims();
         let perceptual = cosine_distance(tokens.reshape([b, gh * gw, d]), target_features.detach());
         parts.push(("perceptual", scalar(&perceptual)));
         loss = loss + perceptual * options.perceptual;
     }
-    (loss, parts)
+    (loss, parts, image)
 }
 
 fn resize_to(image: Tensor<4>, h: usize, w: usize) -> Tensor<4> {

@@ -5,6 +5,38 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
+/// Skips steps whose loss is not finite, halving the learning rate each time.
+#[derive(Clone, Copy, Debug)]
+pub struct NanGuard {
+    pub lr_scale: f64,
+    pub nan_steps: u64,
+}
+
+impl NanGuard {
+    pub fn new(lr_scale: f64, nan_steps: u64) -> Self {
+        Self { lr_scale, nan_steps }
+    }
+
+    /// `None` for a finite loss; otherwise the metrics record of the skipped step, after telling
+    /// the user on `bar`.
+    pub fn check(
+        &mut self,
+        step: u64,
+        loss: f64,
+        bar: &indicatif::ProgressBar,
+    ) -> Option<serde_json::Value> {
+        if loss.is_finite() {
+            return None;
+        }
+        self.nan_steps += 1;
+        self.lr_scale *= 0.5;
+        bar.println(format!("step {step}: loss is {loss}, step skipped, learning rate halved"));
+        Some(
+            serde_json::json!({"step": step, "event": "non_finite_loss", "lr_scale": self.lr_scale}),
+        )
+    }
+}
+
 /// Linear warm-up over `warmup` steps (at most a tenth of the run), then cosine decay to a tenth.
 pub fn warmup_cosine(lr: f64, pos: u64, len: u64, warmup: u64) -> f64 {
     let warmup = warmup.min(len / 10).max(1);
