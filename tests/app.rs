@@ -505,6 +505,11 @@ fn errors_are_notices_not_crashes() {
     });
     if fae_studio::assets::path(fae::DEFAULT_MODEL).is_ok() {
         assert!(h.state().state.model.is_some());
+        // The built-in generator comes with it, when it is there.
+        wait_generator(&mut h);
+        let g = &h.state().state.generate;
+        let builtin = fae_studio::assets::path(fae_studio::generator::DEFAULT_GENERATOR).is_ok();
+        assert_eq!(g.generator.is_some(), builtin, "{:?}", g.error);
     } else {
         let e = h.state().state.model_error.clone().unwrap();
         assert_eq!(e, "no built-in model yet: load a checkpoint");
