@@ -248,8 +248,8 @@ struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     perceptual: f64,
     /// Weight of the adversarial (hinge GAN, PatchGAN discriminator) term of the pixel loss;
-    /// 0 turns it off.
-    #[arg(long, default_value_t = 0.1)]
+    /// 0 (the default) leaves it off; 0.1 is a reasonable weight for long runs.
+    #[arg(long, default_value_t = 0.0)]
     adversarial: f64,
     /// Where in the pixel stages the adversarial term starts (0 = their start, 1 = never).
     #[arg(long, default_value_t = 0.5)]
