@@ -190,48 +190,42 @@ impl CheckpointWriter {
         optimizer: Vec<u8>,
         state: &serde_json::Value,
     ) {
-        let mut ids = BTreeMap::new();
-        for p in collect(weights) {
-            ids.insert(p.path.clone(), p.id);
-            let bytes = bytemuck::cast_slice(&p.values).to_vec();
-            self.tensors.push((
-                format!("train.{}", p.path),
-                safetensors::Dtype::F32,
-                p.shape,
-                bytes,
-            ));
-        }
-        let len = optimizer.len();
-        self.tensors.push(("optimizer".into(), safetensors::Dtype::U8, vec![len], optimizer));
-        self.meta("param_ids", serde_json::to_string(&ids).expect("ids serialise"));
+        self.trained("train.", weights, "optimizer", "param_ids", optimizer);
         self.meta("train_state", state.to_string());
     }
 
     /// A second trained module (e.g. a discriminator) under `name.`, with its optimizer state in
     /// `name_optimizer` and its parameter ids in the `name_param_ids` metadata.
     pub fn aux_state<M: Module>(&mut self, name: &str, module: &M, optimizer: Vec<u8>) {
+        let (prefix, opt, ids) =
+            (format!("{name}."), format!("{name}_optimizer"), format!("{name}_param_ids"));
+        self.trained(&prefix, module, &opt, &ids, optimizer);
+    }
+
+    /// f32 weights under `prefix`, the optimizer bytes as tensor `optimizer_key` and the
+    /// parameter ids (which key the optimizer state) as metadata `ids_key`.
+    fn trained<M: Module>(
+        &mut self,
+        prefix: &str,
+        module: &M,
+        optimizer_key: &str,
+        ids_key: &str,
+        optimizer: Vec<u8>,
+    ) {
         let mut ids = BTreeMap::new();
         for p in collect(module) {
             ids.insert(p.path.clone(), p.id);
             let bytes = bytemuck::cast_slice(&p.values).to_vec();
             self.tensors.push((
-                format!("{name}.{}", p.path),
+                format!("{prefix}{}", p.path),
                 safetensors::Dtype::F32,
                 p.shape,
                 bytes,
             ));
         }
         let len = optimizer.len();
-        self.tensors.push((
-            format!("{name}_optimizer"),
-            safetensors::Dtype::U8,
-            vec![len],
-            optimizer,
-        ));
-        self.meta(
-            &format!("{name}_param_ids"),
-            serde_json::to_string(&ids).expect("ids serialise"),
-        );
+        self.tensors.push((optimizer_key.into(), safetensors::Dtype::U8, vec![len], optimizer));
+        self.meta(ids_key, serde_json::to_string(&ids).expect("ids serialise"));
     }
 
     /// Writes atomically.
