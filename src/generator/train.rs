@@ -124,7 +124,7 @@ pub fn train_generator(
         if !latest.is_file() {
             bail!("--resume: {} does not exist", latest.display());
         }
-        resumed_options(&options, &GeneratorFile::open(&latest)?)?
+        resumed(&options, &GeneratorFile::open(&latest)?)?.0
     } else {
         options
     };
@@ -155,9 +155,7 @@ pub fn train_generator(
                 },
             )?;
             bar.finish_and_clear();
-            let text: String =
-                skipped.iter().map(|(p, why)| format!("{}\t{why}\n", p.display())).collect();
-            crate::fsutil::write_atomic(&options.out.join("skipped.tsv"), text.as_bytes())?;
+            crate::train::run::report_skipped(&options.out, &skipped)?;
             set.save(&cache_path, &key)?;
             (set, skipped.len())
         }
@@ -176,23 +174,27 @@ pub fn train_generator(
     Ok(summary)
 }
 
-fn resumed_options(
+/// The options a resumed run continues with (the recorded ones, with the paths, `steps` and
+/// `progress` given now) and the recorded NaN-guard state.
+fn resumed(
     given: &GeneratorTrainOptions,
     ckpt: &GeneratorFile,
-) -> Result<GeneratorTrainOptions> {
+) -> Result<(GeneratorTrainOptions, NanGuard)> {
     let state: ResumeState = serde_json::from_value(
         crate::fae::checkpoint::train_state(&ckpt.file)
             .context("checkpoint has no training state")?,
     )
     .context("checkpoint's training state is unreadable")?;
-    Ok(GeneratorTrainOptions {
+    let guard = NanGuard::new(state.lr_scale, state.nan_steps);
+    let options = GeneratorTrainOptions {
         data: given.data.clone(),
         out: given.out.clone(),
         steps: given.steps,
         progress: given.progress,
         resume: true,
         ..state.options
-    })
+    };
+    Ok((options, guard))
 }
 
 /// Trains on `set`, in `options.out`; `fae`, when given, decodes preview samples.
@@ -222,10 +224,7 @@ pub fn fit(
         .init();
     let (options, mut model, mut ema, mut step, mut guard) = if options.resume {
         let ckpt = GeneratorFile::open(&latest)?;
-        let resumed = resumed_options(&options, &ckpt)?;
-        let state: ResumeState = serde_json::from_value(
-            crate::fae::checkpoint::train_state(&ckpt.file).expect("checked"),
-        )?;
+        let (resumed, guard) = resumed(&options, &ckpt)?;
         if ckpt.config.grid != set.grid || ckpt.config.channels != set.channels {
             bail!("--resume: the checkpoint's latent shape differs from the training set's");
         }
@@ -236,7 +235,7 @@ pub fn fit(
         }
         let model = ckpt.train_model(&ad)?;
         let ema = ckpt.model(device)?;
-        (resumed, model, ema, ckpt.step, NanGuard::new(state.lr_scale, state.nan_steps))
+        (resumed, model, ema, ckpt.step, guard)
     } else {
         let mut cfg = options.architecture.clone().unwrap_or_else(|| GeneratorConfig {
             patch: options.patch,

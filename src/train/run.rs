@@ -553,7 +553,8 @@ pub fn train(
     })
 }
 
-fn report_skipped(out: &Path, skipped: &[(PathBuf, String)]) -> Result<()> {
+/// Writes `skipped.tsv` (path, reason) in the run folder and lists the first few on stderr.
+pub(crate) fn report_skipped(out: &Path, skipped: &[(PathBuf, String)]) -> Result<()> {
     let text: String = skipped.iter().map(|(p, why)| format!("{}\t{why}\n", p.display())).collect();
     crate::fsutil::write_atomic(&out.join("skipped.tsv"), text.as_bytes())?;
     for (p, why) in skipped.iter().take(20) {
