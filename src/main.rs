@@ -23,6 +23,11 @@ use fae_studio::generator::{
     self, Generator, GeneratorFile, GeneratorSize, SampleOptions, Sampler, sample_to_folder,
 };
 use fae_studio::grid::Grid;
+
+/// mimalloc keeps freed tensor buffers for reuse. With glibc's allocator each large tensor was a
+/// fresh mmap whose pages the kernel faulted in and zeroed again, on every operation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fae_studio::image_io::to_rgb8;
 use fae_studio::pipeline;
 use fae_studio::train::{self, Stage, TrainOptions};

@@ -215,6 +215,22 @@ impl<'a> TensorReader<'a> {
         self.file.read_f32(&full, shape)
     }
 
+    /// A tensor of `shape`, flattened to `[shape[0], rest]` and stored transposed as
+    /// `[rest, shape[0]]`, laid out contiguously: a transposed view would be copied by burn-flex
+    /// on every matrix product that uses it.
+    pub fn transposed(&self, name: &str, shape: &[usize]) -> Result<Tensor<2>> {
+        let values = self.values(name, shape)?;
+        let rows = shape[0];
+        let cols = shape[1..].iter().product::<usize>();
+        let mut out = vec![0.0f32; values.len()];
+        for (r, row) in values.chunks_exact(cols).enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                out[c * rows + r] = *v;
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(out, [cols, rows]), &self.device))
+    }
+
     /// A PyTorch `nn.Linear` (weight `[out, in]`) as burn's `[in, out]` layout.
     pub fn linear(
         &self,
@@ -223,16 +239,9 @@ impl<'a> TensorReader<'a> {
         d_out: usize,
         bias: bool,
     ) -> Result<burn::nn::Linear> {
-        let weight = self.tensor(&format!("{name}.weight"), [d_out, d_in])?.transpose();
+        let weight = self.transposed(&format!("{name}.weight"), &[d_out, d_in])?;
         let bias = if bias { Some(self.param(&format!("{name}.bias"), [d_out])?) } else { None };
         Ok(burn::nn::Linear { weight: Param::from_tensor(weight), bias })
-    }
-
-    pub fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<burn::nn::LayerNorm> {
-        let mut norm = burn::nn::LayerNormConfig::new(dim).with_epsilon(eps).init(&self.device);
-        norm.gamma = self.param(&format!("{name}.weight"), [dim])?;
-        norm.beta = Some(self.param(&format!("{name}.bias"), [dim])?);
-        Ok(norm)
     }
 
     /// Names under this reader's prefix that were never consumed, `ignore` prefixes excepted.

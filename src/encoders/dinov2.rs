@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::cpu_fast::LayerNorm;
 use anyhow::{Result, bail};
 use burn::module::Param;
-use burn::nn::LayerNorm;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -134,16 +134,22 @@ impl Dinov2Layer {
             }
         };
         Ok(Self {
-            norm1: r.layer_norm(&p("norm1"), d, eps)?,
-            attention: SelfAttention {
-                query: linear("attention.attention.query", d, d, cfg.qkv_bias)?,
-                key: linear("attention.attention.key", d, d, cfg.qkv_bias)?,
-                value: linear("attention.attention.value", d, d, cfg.qkv_bias)?,
-                output: linear("attention.output.dense", d, d, true)?,
-                heads: cfg.num_attention_heads,
-            },
+            norm1: LayerNorm::load(r, &p("norm1"), d, eps)?,
+            attention: SelfAttention::load(
+                r,
+                [
+                    "attention.attention.query",
+                    "attention.attention.key",
+                    "attention.attention.value",
+                    "attention.output.dense",
+                ]
+                .map(p),
+                d,
+                cfg.num_attention_heads,
+                cfg.qkv_bias,
+            )?,
             layer_scale1: r.param(&p("layer_scale1.lambda1"), [d])?,
-            norm2: r.layer_norm(&p("norm2"), d, eps)?,
+            norm2: LayerNorm::load(r, &p("norm2"), d, eps)?,
             mlp,
             layer_scale2: r.param(&p("layer_scale2.lambda1"), [d])?,
         })
@@ -205,7 +211,7 @@ impl Dinov2 {
             layers: (0..config.num_hidden_layers)
                 .map(|i| Dinov2Layer::load(r, i, &config))
                 .collect::<Result<_>>()?,
-            layernorm: r.layer_norm("layernorm", d, config.layer_norm_eps)?,
+            layernorm: LayerNorm::load(r, "layernorm", d, config.layer_norm_eps)?,
         };
         r.finish(&["embeddings.mask_token"])?;
         let info = EncoderInfo {

@@ -4,6 +4,7 @@
 //! size, square or not) and returns the token grid `[B, H / p, W / p, dim]`, with the CLS token and
 //! any register tokens kept apart.
 
+pub mod cpu_fast;
 pub mod dinov2;
 pub mod hub;
 mod interpolate;

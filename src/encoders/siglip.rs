@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::cpu_fast::LayerNorm;
 use anyhow::{Result, bail};
-use burn::nn::LayerNorm;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -72,15 +72,15 @@ impl SiglipLayer {
         let p = |s: &str| format!("encoder.layers.{i}.{s}");
         let linear = |s: &str, d_in, d_out| r.linear(&p(s), d_in, d_out, true);
         Ok(Self {
-            layer_norm1: r.layer_norm(&p("layer_norm1"), d, cfg.layer_norm_eps)?,
-            self_attn: SelfAttention {
-                query: linear("self_attn.q_proj", d, d)?,
-                key: linear("self_attn.k_proj", d, d)?,
-                value: linear("self_attn.v_proj", d, d)?,
-                output: linear("self_attn.out_proj", d, d)?,
-                heads: cfg.num_attention_heads,
-            },
-            layer_norm2: r.layer_norm(&p("layer_norm2"), d, cfg.layer_norm_eps)?,
+            layer_norm1: LayerNorm::load(r, &p("layer_norm1"), d, cfg.layer_norm_eps)?,
+            self_attn: SelfAttention::load(
+                r,
+                ["q_proj", "k_proj", "v_proj", "out_proj"].map(|s| p(&format!("self_attn.{s}"))),
+                d,
+                cfg.num_attention_heads,
+                true,
+            )?,
+            layer_norm2: LayerNorm::load(r, &p("layer_norm2"), d, cfg.layer_norm_eps)?,
             mlp: Mlp {
                 fc_in: linear("mlp.fc1", d, cfg.intermediate_size)?,
                 fc_out: linear("mlp.fc2", cfg.intermediate_size, d)?,
@@ -132,7 +132,7 @@ impl Siglip {
             layers: (0..config.num_hidden_layers)
                 .map(|i| SiglipLayer::load(r, i, &config))
                 .collect::<Result<_>>()?,
-            post_layernorm: r.layer_norm("post_layernorm", d, config.layer_norm_eps)?,
+            post_layernorm: LayerNorm::load(r, "post_layernorm", d, config.layer_norm_eps)?,
         };
         r.finish(&["head.", "embeddings.position_ids"])?;
         let info = EncoderInfo {
