@@ -209,16 +209,49 @@ fn parse_token(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((y.trim().parse().map_err(|_| "bad row")?, x.trim().parse().map_err(|_| "bad column")?))
 }
 
+/// The flags every training command shares.
 #[derive(clap::Args)]
-struct TrainArgs {
+struct RunArgs {
     /// Folder of images, searched recursively; sub-folders become class labels.
     #[arg(long)]
     data: PathBuf,
-    /// Run folder: latest.safetensors, metrics.jsonl, validation pictures, skipped.tsv.
+    /// Run folder: latest.safetensors, metrics.jsonl, the run's pictures, skipped.tsv.
     #[arg(long)]
     out: PathBuf,
     #[arg(long)]
     steps: Option<u64>,
+    /// Continue the run in --out exactly where it stopped.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 4e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 100)]
+    warmup: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 250)]
+    checkpoint_every: u64,
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    /// Feature cache folder (default: ~/.cache/fae-studio).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    /// `--steps`, or on `--resume` without it the run's own total (0 asks the checkpoint).
+    fn steps(&self, default: u64) -> u64 {
+        self.steps.unwrap_or(if self.resume { 0 } else { default })
+    }
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
     #[arg(long, default_value_t = 8)]
     batch: usize,
     #[arg(long, default_value_t = 224)]
@@ -228,27 +261,14 @@ struct TrainArgs {
     /// Start from this checkpoint's weights (fine-tuning) instead of from scratch.
     #[arg(long)]
     from: Option<PathBuf>,
-    /// Continue the run in --out exactly where it stopped.
-    #[arg(long)]
-    resume: bool,
-    #[arg(long, default_value_t = 250)]
-    checkpoint_every: u64,
     /// Encoder for a model trained from scratch (default: the built-in DINOv2-S).
     #[arg(long)]
     encoder: Option<String>,
-    #[arg(long, default_value_t = 4e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Augmented views per image kept in the feature cache.
     #[arg(long, default_value_t = 8)]
     views: u32,
     #[arg(long, default_value_t = 250)]
     val_every: u64,
-    #[arg(long, default_value_t = 10)]
-    log_every: u64,
     /// Weight of the perceptual (encoder feature) term of the pixel loss; 0 turns it off.
     #[arg(long, default_value_t = 0.1)]
     perceptual: f64,
@@ -262,49 +282,28 @@ struct TrainArgs {
     /// Latent channels for a model trained from scratch.
     #[arg(long, default_value_t = 32)]
     latent_channels: usize,
-    /// Feature cache folder (default: ~/.cache/fae-studio).
-    #[arg(long)]
-    cache: Option<PathBuf>,
     /// Largest feature cache size in GiB.
     #[arg(long, default_value_t = 4.0)]
     cache_gb: f64,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
 }
 
 #[derive(clap::Args)]
 struct TrainGeneratorArgs {
-    /// Folder of images, searched recursively; sub-folders become classes.
-    #[arg(long)]
-    data: PathBuf,
-    /// Run folder: latest.safetensors, metrics.jsonl, latents.safetensors, samples-*.png.
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
     /// FAE checkpoint whose latents are learned (default: the built-in model).
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long)]
-    steps: Option<u64>,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Image size in pixels (default: the FAE model's training size).
     #[arg(long)]
     size: Option<usize>,
-    /// Continue the run in --out exactly where it stopped.
-    #[arg(long)]
-    resume: bool,
     #[arg(long, value_enum, default_value_t = GeneratorSize::Tiny)]
     arch: GeneratorSize,
     /// Latent tokens per side in one transformer token (2: four times cheaper).
     #[arg(long, default_value_t = 1)]
     patch: usize,
-    #[arg(long, default_value_t = 4e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 100)]
-    warmup: u64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Augmented views per image.
     #[arg(long, default_value_t = 4)]
     views: u32,
@@ -318,18 +317,9 @@ struct TrainGeneratorArgs {
     shift: f64,
     #[arg(long, default_value_t = 0.999)]
     ema: f64,
-    #[arg(long, default_value_t = 250)]
-    checkpoint_every: u64,
-    #[arg(long, default_value_t = 10)]
-    log_every: u64,
     /// Decoded samples written at each checkpoint (0: none).
     #[arg(long, default_value_t = 8)]
     previews: usize,
-    /// Feature cache folder (default: ~/.cache/fae-studio).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    #[arg(long)]
-    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -449,27 +439,23 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => {
             let compute = backend::select(cli.backend)?;
-            let mut o = TrainOptions::new(args.data, args.out);
-            o.steps = args.steps.unwrap_or(if args.resume { 0 } else { o.steps });
+            let r = args.run;
+            let mut o = TrainOptions::new(r.data.clone(), r.out.clone());
+            o.steps = r.steps(o.steps);
+            (o.resume, o.lr, o.warmup, o.seed) = (r.resume, r.lr, r.warmup, r.seed);
+            (o.checkpoint_every, o.log_every) = (r.checkpoint_every.max(1), r.log_every.max(1));
+            (o.cache_dir, o.progress) = (r.cache, !r.quiet);
             o.batch = args.batch.max(1);
             o.size = args.size;
             o.stage = args.stage;
             o.from = args.from;
-            o.resume = args.resume;
-            o.checkpoint_every = args.checkpoint_every.max(1);
             o.encoder = args.encoder;
-            o.lr = args.lr;
-            o.warmup = args.warmup;
-            o.seed = args.seed;
             o.views = args.views.max(1);
             o.val_every = args.val_every.max(1);
-            o.log_every = args.log_every.max(1);
             o.perceptual = args.perceptual;
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
-            o.cache_dir = args.cache;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
-            o.progress = !args.quiet;
             install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train::train(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
@@ -573,17 +559,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::TrainGenerator(a) => {
             let compute = backend::select(cli.backend)?;
-            let mut o = GeneratorTrainOptions::new(a.data, a.out);
-            o.steps = a.steps.unwrap_or(if a.resume { 0 } else { o.steps });
-            (o.model, o.batch, o.size, o.resume, o.arch) =
-                (a.model, a.batch, a.size, a.resume, a.arch);
+            let r = a.run;
+            let mut o = GeneratorTrainOptions::new(r.data.clone(), r.out.clone());
+            o.steps = r.steps(o.steps);
+            (o.resume, o.lr, o.warmup, o.seed) = (r.resume, r.lr, r.warmup, r.seed);
+            (o.checkpoint_every, o.log_every) = (r.checkpoint_every.max(1), r.log_every.max(1));
+            (o.cache_dir, o.progress) = (r.cache, !r.quiet);
+            (o.model, o.batch, o.size, o.arch) = (a.model, a.batch, a.size, a.arch);
             o.patch = a.patch;
-            (o.lr, o.warmup, o.seed, o.views) = (a.lr, a.warmup, a.seed, a.views.max(1));
+            o.views = a.views.max(1);
             (o.label_dropout, o.time_sampling, o.shift) =
                 (a.label_dropout, a.time_sampling, a.shift);
-            (o.ema_decay, o.checkpoint_every, o.log_every) =
-                (a.ema, a.checkpoint_every, a.log_every);
-            (o.previews, o.cache_dir, o.progress) = (a.previews, a.cache, !a.quiet);
+            (o.ema_decay, o.previews) = (a.ema, a.previews);
             install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train_generator(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
