@@ -170,6 +170,11 @@ enum Command {
         /// Store weights as f16 (half the size).
         #[arg(long)]
         f16: bool,
+        /// For a generator: record this FAE model as its own instead, after checking that it
+        /// encodes exactly as the recorded one (same encoder weights and latent statistics; its
+        /// decoders may differ, as after `train --stage pixel`).
+        #[arg(long)]
+        fae: Option<PathBuf>,
     },
     /// Train a flow-matching generator on the FAE latents of a folder of images.
     TrainGenerator(TrainGeneratorArgs),
@@ -545,13 +550,20 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Export { model, out, f16 } if is_generator(&model)? => {
+        Command::Export { model, out, f16, fae } if is_generator(&model)? => {
             let file = GeneratorFile::open(&model)?;
+            let fae_ref = match fae {
+                Some(new_fae) => file.retarget(&model, &new_fae)?,
+                None => file.fae.clone(),
+            };
             let weights = file.model(&backend::cpu().device)?;
-            generator::save(&out, &weights, &file.fae, file.step, None, f16)?;
+            generator::save(&out, &weights, &fae_ref, file.step, None, f16)?;
             eprintln!("{}: step {}, {} parameters", out.display(), file.step, weights.num_params());
         }
-        Command::Export { model, out, f16 } => {
+        Command::Export { fae: Some(_), .. } => {
+            bail!("--fae applies to generator checkpoints only")
+        }
+        Command::Export { model, out, f16, fae: None } => {
             let ckpt = CheckpointFile::open(&model)?;
             let weights = ckpt.model(&backend::cpu().device)?;
             fae::save(&out, &ckpt.config, &ckpt.stats, &weights, ckpt.step, None, f16)?;

@@ -1,8 +1,11 @@
 //! The generator checked without images: on a known Gaussian mixture in latent space, a briefly
 //! trained flow model's samples have the mixture's mean and covariance for every sampler, and
-//! guided class-conditional samples land in their class's mode. Also: seeds, resume, round trip.
+//! guided class-conditional samples land in their class's mode. Also: seeds, resume, round trip,
+//! and moving a generator to another FAE model.
 
 use std::sync::atomic::AtomicBool;
+
+mod common;
 
 use fae_studio::backend;
 use fae_studio::generator::latents::LatentSet;
@@ -277,4 +280,52 @@ fn a_generator_checkpoint_is_refused_where_an_fae_model_is_expected_and_vice_ver
         .expect("a generator is not an FAE model")
         .to_string();
     assert!(err.contains("not an FAE Studio checkpoint"), "{err}");
+}
+
+/// A generator follows its FAE model to a copy whose decoders were retrained, never to a model
+/// that encodes differently.
+#[test]
+fn a_generator_moves_only_to_a_model_with_the_same_latents() {
+    use fae_studio::fae::{self, FaeModel, LatentStats};
+    let device = backend::cpu().device;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let cfg = common::tiny_architecture();
+    let model = FaeModel::new(&cfg, &device);
+    let stats = LatentStats::identity(cfg.latent_channels);
+    let save = |name: &str, m: &FaeModel, s: &LatentStats| {
+        fae::save(&path(name), &cfg, s, m, 0, None, false).unwrap()
+    };
+    save("original.safetensors", &model, &stats);
+    let mut tuned = model.clone();
+    tuned.pixel_decoder = FaeModel::new(&cfg, &device).pixel_decoder;
+    tuned.feature_decoder = FaeModel::new(&cfg, &device).feature_decoder;
+    save("decoders-retrained.safetensors", &tuned, &stats);
+    let mut other = model.clone();
+    other.encoder = FaeModel::new(&cfg, &device).encoder;
+    save("other-encoder.safetensors", &other, &stats);
+    let shifted = LatentStats { mean: vec![0.5; cfg.latent_channels], ..stats.clone() };
+    save("other-statistics.safetensors", &model, &shifted);
+
+    let run = path("generator");
+    let original = FaeRef::of(Some(&path("original.safetensors"))).unwrap();
+    let set = Mixture::new().draw(64, 5);
+    fit(options(&run, 2), &set, &original, None, &device, &AtomicBool::new(false), |_| {}).unwrap();
+    let generator = run.join("latest.safetensors");
+    let file = GeneratorFile::open(&generator).unwrap();
+
+    let moved = file.retarget(&generator, &path("decoders-retrained.safetensors")).unwrap();
+    assert_eq!(moved, FaeRef::of(Some(&path("decoders-retrained.safetensors"))).unwrap());
+    assert_ne!(moved.sha256, original.sha256);
+    for (name, why) in [
+        ("other-encoder.safetensors", "FAE encoder tensor"),
+        ("other-statistics.safetensors", "latent statistics"),
+    ] {
+        let err = file.retarget(&generator, &path(name)).unwrap_err().to_string();
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    // The recorded model must still be there (and unchanged) to compare against.
+    save("original.safetensors", &tuned, &stats);
+    let err = file.retarget(&generator, &path("decoders-retrained.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("was trained on the latents of"), "{err}");
 }

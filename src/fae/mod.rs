@@ -161,6 +161,41 @@ impl CheckpointFile {
     pub fn train_state(&self) -> Option<serde_json::Value> {
         checkpoint::train_state(&self.file)
     }
+
+    /// Fails unless `other` maps images to exactly the same latents: the same frozen encoder and
+    /// working size, FAE encoder weights (inference copy) and latent statistics. The decoders may
+    /// differ, as after `train --stage pixel`.
+    pub fn check_same_latents(&self, other: &CheckpointFile) -> Result<()> {
+        let (a, b) = (&self.config, &other.config);
+        let describe = |c: &FaeConfig| {
+            (c.encoder.clone(), c.image_size, c.latent_channels, c.enc_heads, c.enc_head_dim)
+        };
+        let names = || {
+            let (pa, pb) = (self.file.path().display(), other.file.path().display());
+            format!("{pa} and {pb}")
+        };
+        if describe(a) != describe(b) || a.encoder_dim != b.encoder_dim {
+            bail!("{} differ in encoder, size or latent layout", names());
+        }
+        if self.stats != other.stats {
+            bail!("{} differ in latent statistics", names());
+        }
+        let encoder_names: Vec<&str> =
+            self.file.names().filter(|n| n.starts_with("model.encoder.")).collect();
+        let other_count = other.file.names().filter(|n| n.starts_with("model.encoder.")).count();
+        if encoder_names.len() != other_count {
+            bail!("{} differ in FAE encoder tensors", names());
+        }
+        for name in encoder_names {
+            let shape = self.file.shape(name).unwrap_or_default();
+            let same = other.file.shape(name).as_ref() == Some(&shape)
+                && self.file.read_f32(name, &shape)? == other.file.read_f32(name, &shape)?;
+            if !same {
+                bail!("{} differ in FAE encoder tensor `{name}`", names());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A loaded model ready to encode and decode: frozen encoder, FAE networks and latent statistics.

@@ -24,7 +24,7 @@ pub use model::FlowTransformer;
 pub use sample::{SampleOptions, Sampler};
 
 use crate::fae::checkpoint::{self, CheckpointWriter};
-use crate::fae::{DEFAULT_MODEL, Fae};
+use crate::fae::{CheckpointFile, DEFAULT_MODEL, Fae};
 use crate::grid::Grid;
 use crate::weights::WeightFile;
 
@@ -151,6 +151,25 @@ impl GeneratorFile {
             );
         }
         Ok(())
+    }
+}
+
+impl GeneratorFile {
+    /// The reference that moves this generator to the FAE model at `new_fae`, which must encode
+    /// exactly as the recorded one (checked, with the recorded model present): a generator learned
+    /// latents only, so a model whose decoders were fine-tuned serves it unchanged. `new_fae`
+    /// being the built-in model's file records the built-in model.
+    pub fn retarget(&self, path: &Path, new_fae: &Path) -> Result<FaeRef> {
+        let recorded_path = match &self.fae.path {
+            Some(p) => p.clone(),
+            None => crate::assets::path(DEFAULT_MODEL)?,
+        };
+        self.check_fae(path, Some(&recorded_path))?;
+        let recorded = CheckpointFile::open(&recorded_path)?;
+        recorded.check_same_latents(&CheckpointFile::open(new_fae)?)?;
+        let built_in = crate::assets::path(DEFAULT_MODEL).ok().and_then(|p| p.canonicalize().ok());
+        let is_built_in = new_fae.canonicalize().ok() == built_in && built_in.is_some();
+        FaeRef::of((!is_built_in).then_some(new_fae))
     }
 }
 
