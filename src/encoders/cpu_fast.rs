@@ -223,6 +223,29 @@ impl LayerNorm {
     }
 }
 
+/// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, as `nn.GELU(approximate="tanh")`
+/// (SigLIP's `gelu_pytorch_tanh`).
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_plain_cpu(&x) {
+        return burn::tensor::activation::gelu_approximate(x);
+    }
+    map_in_place(x, |values| {
+        values
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)));
+    })
+}
+
+#[inline(always)]
+fn gelu_tanh_scalar(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let y = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    // tanh(y) = sign(y) (1 - e^(-2|y|)) / (1 + e^(-2|y|)), with `exp` on its x <= 0 domain.
+    let e = exp(-2.0 * y.abs());
+    let tanh = ((1.0 - e) / (1.0 + e)).copysign(y);
+    0.5 * x * (1.0 + tanh)
+}
+
 #[inline(always)]
 pub fn gelu_scalar(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -314,6 +337,17 @@ mod tests {
         let reference = host_values(norm.inner.forward(x));
         let worst = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(worst < 1e-5, "max |layer norm difference| {worst}");
+    }
+
+    #[test]
+    fn tensor_gelu_tanh_matches_burn() {
+        let device = Device::flex();
+        let values: Vec<f32> = (0..40_000).map(|i| (i as f32 - 20_000.0) * 5e-4).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(values, [200, 200]), &device);
+        let ours = host_values(gelu_tanh(x.clone()));
+        let reference = host_values(burn::tensor::activation::gelu_approximate(x));
+        let worst = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 2e-6, "max |tanh gelu difference| {worst}");
     }
 
     #[test]

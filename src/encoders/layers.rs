@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::{gelu_approximate, silu};
+use burn::tensor::activation::silu;
 
 use crate::weights::TensorReader;
 
@@ -105,7 +105,7 @@ impl Activation {
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Gelu => super::cpu_fast::gelu(x),
-            Self::GeluTanh => gelu_approximate(x),
+            Self::GeluTanh => super::cpu_fast::gelu_tanh(x),
         }
     }
 }
