@@ -209,6 +209,11 @@ enum Mode {
     Slerp,
 }
 
+/// The last loss; none when a resumed run had no steps left (or every step was skipped).
+fn loss_text(loss: f64) -> String {
+    if loss.is_finite() { format!("loss {loss:.4}") } else { "no finite loss in this run".into() }
+}
+
 fn parse_token(s: &str) -> std::result::Result<(usize, usize), String> {
     let (y, x) = s.split_once(',').ok_or("expected ROW,COLUMN")?;
     Ok((y.trim().parse().map_err(|_| "bad row")?, x.trim().parse().map_err(|_| "bad column")?))
@@ -467,7 +472,7 @@ fn run(cli: Cli) -> Result<()> {
             let val = summary.validation.map_or(String::new(), |v| {
                 format!(", val PSNR {:.2} dB, cycle cosine {:.4}", v.psnr, v.cycle_cosine)
             });
-            println!("step {}, loss {:.4}{val}", summary.step, summary.last_loss);
+            println!("step {}, {}{val}", summary.step, loss_text(summary.last_loss));
         }
         Command::Reconstruct { image, model, size, out } => {
             let compute = backend::select(cli.backend)?;
@@ -587,8 +592,10 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("training on {}", compute.adapter);
             let summary = train_generator(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
             println!(
-                "step {}, loss {:.4}, {} latents",
-                summary.step, summary.last_loss, summary.latents
+                "step {}, {}, {} latents",
+                summary.step,
+                loss_text(summary.last_loss),
+                summary.latents
             );
         }
         Command::Sample(a) => {

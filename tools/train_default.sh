@@ -4,8 +4,13 @@
 #
 #   tools/train_default.sh            # fetch photos, train (or resume), export the asset
 #   STEPS=4000 BATCH=16 tools/train_default.sh
+#   STAGE=pixel FROM=assets/fae-default.safetensors STEPS=600 RUN=.work/pixel-run \
+#     tools/train_default.sh          # retrain only the pixel decoder of the built-in model
 #
 # Runs resume: interrupting it (Ctrl-C) and starting it again continues where it stopped.
+# After a pixel-only run the latents are unchanged, so the built-in generator is moved to the new
+# model (`export --fae`, which checks that); after any other run, retrain the generator with
+# tools/train_generator_default.sh.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 photos=${PHOTOS:-$root/.work/photos}
@@ -13,16 +18,32 @@ run=${RUN:-$root/.work/default-run}
 steps=${STEPS:-1800}
 batch=${BATCH:-8}
 backend=${BACKEND:-auto}
+stage=${STAGE:-all}
 
 "$root/tools/fetch_photos.sh" "$photos"
 cargo build --release --manifest-path "$root/Cargo.toml"
 bin=$root/target/release/fae-studio
 resume=()
 [[ -f $run/latest.safetensors ]] && resume=(--resume)
+from=()
+[[ -n ${FROM:-} && ${#resume[@]} -eq 0 ]] && from=(--from "$FROM")
 "$bin" train --backend "$backend" --data "$photos" --out "$run" --size 224 --batch "$batch" \
-  --steps "$steps" --stage all --perceptual "${PERCEPTUAL:-0}" --checkpoint-every 100 \
-  --val-every 300 "${resume[@]}"
-"$bin" export --model "$run/latest.safetensors" --out "$root/assets/fae-default.safetensors" --f16
-(cd "$root/assets" && sha256sum fae-default.safetensors > fae-default.sha256)
-cp "$photos/LICENSES.tsv" "$root/assets/fae-default.training-photos.tsv"
+  --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --checkpoint-every 25 \
+  --val-every 200 "${from[@]}" "${resume[@]}"
+"$bin" export --model "$run/latest.safetensors" --out "$run/export-f16.safetensors" --f16
+assets=$root/assets
+if [[ $stage == pixel ]]; then
+  # Checked against the current built-in model while it is still in place, then re-pointed at
+  # the built-in file once the new model is there.
+  "$bin" export --model "$assets/generator-default.safetensors" --fae "$run/export-f16.safetensors" \
+    --out "$run/generator-moved.safetensors" --f16
+fi
+cp "$run/export-f16.safetensors" "$assets/fae-default.safetensors"
+(cd "$assets" && sha256sum fae-default.safetensors > fae-default.sha256)
+if [[ $stage == pixel ]]; then
+  "$bin" export --model "$run/generator-moved.safetensors" --fae "$assets/fae-default.safetensors" \
+    --out "$assets/generator-default.safetensors" --f16
+  (cd "$assets" && sha256sum generator-default.safetensors > generator-default.sha256)
+fi
+cp "$photos/LICENSES.tsv" "$assets/fae-default.training-photos.tsv"
 echo "exported assets/fae-default.safetensors from $run (metrics in $run/metrics.jsonl)"
