@@ -168,13 +168,15 @@ impl CheckpointFile {
     pub fn check_same_latents(&self, other: &CheckpointFile) -> Result<()> {
         let (a, b) = (&self.config, &other.config);
         let describe = |c: &FaeConfig| {
-            (c.encoder.clone(), c.image_size, c.latent_channels, c.enc_heads, c.enc_head_dim)
+            let layout =
+                (c.encoder_dim, c.image_size, c.latent_channels, c.enc_heads, c.enc_head_dim);
+            (c.encoder.clone(), layout)
         };
         let names = || {
             let (pa, pb) = (self.file.path().display(), other.file.path().display());
             format!("{pa} and {pb}")
         };
-        if describe(a) != describe(b) || a.encoder_dim != b.encoder_dim {
+        if describe(a) != describe(b) {
             bail!("{} differ in encoder, size or latent layout", names());
         }
         if self.stats != other.stats {

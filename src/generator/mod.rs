@@ -152,9 +152,7 @@ impl GeneratorFile {
         }
         Ok(())
     }
-}
 
-impl GeneratorFile {
     /// The reference that moves this generator to the FAE model at `new_fae`, which must encode
     /// exactly as the recorded one (checked, with the recorded model present): a generator learned
     /// latents only, so a model whose decoders were fine-tuned serves it unchanged. `new_fae`
