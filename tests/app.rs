@@ -71,6 +71,9 @@ fn history_len(app: &FaeApp) -> usize {
 fn wait_model(h: &mut Harness<'_, FaeApp>) {
     wait(h, 120, "the model", |a| a.state.model.is_some() || a.state.model_error.is_some());
     assert!(h.state().state.model.is_some(), "{:?}", h.state().state.model_error);
+    // The generator is loaded after the model: let that finish too, so that no test sees the
+    // status bar's Cancel for work it did not start.
+    wait(h, 120, "the worker to be idle", |a| !a.state.worker.busy());
 }
 
 fn open_sample(h: &mut Harness<'_, FaeApp>, names: &[&str]) {
