@@ -219,7 +219,12 @@ fn unreachable_hub_gives_a_clear_error_and_the_cache_works_offline() {
     }
     let err = source::resolve(Some("facebook/dinov2-base")).expect_err("no network here");
     let msg = format!("{err:#}");
-    assert!(msg.contains("facebook/dinov2-base") && msg.contains("download"), "{msg}");
+    // The same words as the app's models panel.
+    assert!(
+        msg.starts_with("cannot download facebook/dinov2-base: offline: the Hugging Face hub"),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "one line: {msg}");
     // A repository already in the standard cache layout loads without any network.
     let snapshot = home.path().join("hub/models--test--tiny-dinov2/snapshots/abc");
     std::fs::create_dir_all(&snapshot).unwrap();

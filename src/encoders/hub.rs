@@ -1,5 +1,5 @@
 //! Downloading an encoder from the Hugging Face hub with byte progress and cancellation, for the
-//! app's models panel (the command line uses [`super::source::download`] with a progress bar).
+//! app's models panel and the command line ([`super::source::download`] draws a progress bar).
 //!
 //! hf-hub's [`Progress`] callbacks cannot fail, so a cancel unwinds out of the transfer with a
 //! private payload (no panic message) and is caught here; hf-hub's lock is released as the

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use super::VisionEncoder;
 use super::dinov2::{Dinov2, Dinov2Config};
+use super::hub::{self, DownloadError, Hub, Transfer};
 use super::siglip::{Siglip, SiglipConfig};
 use crate::assets;
 use crate::weights::{TensorReader, WeightFile};
@@ -57,30 +59,34 @@ fn looks_like_repo_id(spec: &str) -> bool {
 }
 
 /// Fetches `model.safetensors` and `config.json` of a Hugging Face repository into the standard
-/// cache (`HF_HOME`, `HF_ENDPOINT` are honoured). A cached copy is used without any network access.
+/// cache (`HF_HOME`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` are honoured), with a progress bar on a
+/// terminal. A cached copy is used without any network access. The transfer itself is the app's
+/// ([`hub::download`]), so both say the same thing when there is no connection.
 pub fn download(repo_id: &str) -> Result<PathBuf> {
-    let cache = hf_hub::Cache::from_env();
-    let cached = cache.model(repo_id.to_string());
-    if let (Some(weights), Some(_)) = (cached.get("model.safetensors"), cached.get("config.json")) {
-        return Ok(weights);
-    }
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
-    if offline {
-        bail!("{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set");
-    }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .with_retries(0)
-        .build()
-        .context("cannot set up the Hugging Face client")?;
-    let repo = api.model(repo_id.to_string());
-    let fetch = |file: &str| {
-        repo.get(file).map_err(|e| {
-            anyhow::anyhow!("cannot download {file} of {repo_id} from the Hugging Face hub ({e}); check the id and your network, or pass a local .safetensors path")
-        })
-    };
-    fetch("config.json")?;
-    fetch("model.safetensors")
+    let transfer = Arc::new(Transfer::default());
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {eta}")
+            .expect("a valid template"),
+    );
+    let result = std::thread::scope(|s| {
+        let job = s.spawn(|| hub::download(repo_id, &Hub::default(), &transfer));
+        while !job.is_finished() {
+            let (file, done, total) = transfer.snapshot();
+            bar.set_message(file);
+            bar.set_length(total);
+            bar.set_position(done);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        job.join()
+    });
+    bar.finish_and_clear();
+    let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    result.map_err(|e| match e {
+        DownloadError::Offline(_) => anyhow::anyhow!("cannot download {repo_id}: {e}"),
+        _ => anyhow::anyhow!(
+            "cannot download {repo_id}: {e}; check the id, or pass a local .safetensors path"
+        ),
+    })
 }
 
 /// Finds the Hugging Face configuration of a weights file: its own metadata, or a `config.json`
