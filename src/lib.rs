@@ -17,6 +17,7 @@ pub mod image_io;
 pub mod inspect;
 pub mod metrics;
 pub mod onnx;
+pub mod param_paths;
 pub mod pca;
 pub mod pipeline;
 pub mod rng;

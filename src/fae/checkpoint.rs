@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, Param, ParamId};
 use burn::prelude::*;
 
 use crate::fsutil::write_atomic;
+use crate::param_paths::{self, PathMapper, PathVisitor};
 use crate::weights::WeightFile;
 
 /// One parameter: module path, id, shape and values.
@@ -20,68 +21,41 @@ pub struct NamedParam {
 }
 
 #[derive(Default)]
-struct Collector {
-    path: Vec<String>,
-    params: Vec<NamedParam>,
-}
+struct Collector(Vec<NamedParam>);
 
-impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl PathVisitor for Collector {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
         let tensor = param.val();
         let shape = tensor.dims().to_vec();
         let values = tensor.into_data().try_into_vec_as::<f32>().expect("float parameter");
-        self.params.push(NamedParam {
-            path: self.path.join("."),
-            id: param.id.val(),
-            shape,
-            values,
-        });
+        self.0.push(NamedParam { path: path.to_string(), id: param.id.val(), shape, values });
     }
 }
 
 /// All float parameters of a module, on the host.
 pub fn collect<M: Module>(module: &M) -> Vec<NamedParam> {
-    let mut collector = Collector::default();
-    module.visit(&mut collector);
-    collector.params
+    param_paths::visit(module, Collector::default()).0
 }
 
 struct Loader<'a> {
-    path: Vec<String>,
     file: &'a WeightFile,
     prefix: &'a str,
     ids: &'a BTreeMap<String, u64>,
     error: Option<anyhow::Error>,
 }
 
-impl ModuleMapper for Loader<'_> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+impl PathMapper for Loader<'_> {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         if self.error.is_some() {
             return param;
         }
-        let path = self.path.join(".");
+        // The lazy shape and device: a parameter not yet initialised is never computed.
         let shape = param.lazy_shape().to_vec();
         match self.file.read_f32(&format!("{}{path}", self.prefix), &shape) {
             Ok(values) => {
                 let device = param.lazy_device();
                 let tensor = Tensor::from_data(TensorData::new(values, shape), &device);
-                let id = self.ids.get(&path).map_or_else(ParamId::new, |&id| ParamId::from(id));
+                let id = self.ids.get(path).map_or_else(ParamId::new, |&id| ParamId::from(id));
                 param.transform_for_load(tensor, id)
             }
             Err(e) => {
@@ -100,8 +74,7 @@ pub fn load<M: Module>(
     prefix: &str,
     ids: &BTreeMap<String, u64>,
 ) -> Result<M> {
-    let mut loader = Loader { path: Vec::new(), file, prefix, ids, error: None };
-    let module = module.map(&mut loader);
+    let (module, loader) = param_paths::map(module, Loader { file, prefix, ids, error: None });
     match loader.error {
         Some(e) => Err(e),
         None => Ok(module),
@@ -121,31 +94,17 @@ pub fn check_unused<M: Module>(module: &M, file: &WeightFile, prefix: &str) -> R
     Ok(())
 }
 
-#[derive(Default)]
-struct PathCollector {
-    path: Vec<String>,
-    paths: Vec<String>,
-}
+struct PathCollector(Vec<String>);
 
-impl ModuleVisitor for PathCollector {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-        self.paths.push(self.path.join("."));
+impl PathVisitor for PathCollector {
+    fn visit<const D: usize>(&mut self, path: &str, _param: &Param<Tensor<D>>) {
+        self.0.push(path.to_string());
     }
 }
 
 /// Module paths of all float parameters, without reading their values.
 pub fn collect_paths<M: Module>(module: &M) -> Vec<String> {
-    let mut collector = PathCollector::default();
-    module.visit(&mut collector);
-    collector.paths
+    param_paths::visit(module, PathCollector(Vec::new())).0
 }
 
 /// Builds a checkpoint file: inference weights under `model.`, optionally the raw training

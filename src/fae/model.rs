@@ -1,6 +1,6 @@
 //! The FAE networks: the one-attention-layer encoder, the feature decoder and the pixel decoder.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, silu};
@@ -8,6 +8,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::config::FaeConfig;
+use crate::param_paths::{self, PathMapper};
 
 /// 2-D rotary position tables for a token grid: half of each head's dimensions rotate with the
 /// row, the other half with the column, so decoders work at any grid size.
@@ -291,22 +292,9 @@ impl FaeModel {
 /// Re-initialises every linear layer (of any module) from `seed` alone (uniform in ±1/sqrt(fan_in), zero biases;
 /// norms keep their ones), so a run is reproducible whatever else uses the backend's generator.
 pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
-    struct Init {
-        path: Vec<String>,
-        seed: u64,
-    }
-    impl burn::module::ModuleMapper for Init {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<D>>,
-        ) -> burn::module::Param<Tensor<D>> {
-            let path = self.path.join(".");
+    struct Init(u64);
+    impl PathMapper for Init {
+        fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             // Linear weights are [in, out]; convolution weights [out, in, kh, kw].
             let is_weight = path.ends_with(".weight") && (D == 2 || D == 4);
             let is_bias = path.ends_with(".bias");
@@ -316,7 +304,7 @@ pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
             let stream = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
             });
-            let seed = self.seed;
+            let seed = self.0;
             param.map(|t| {
                 let dims = t.dims();
                 let require_grad = t.is_require_grad();
@@ -335,27 +323,15 @@ pub fn seeded_init<M: Module>(model: M, seed: u64) -> M {
             })
         }
     }
-    model.map(&mut Init { path: Vec::new(), seed })
+    param_paths::map(model, Init(seed)).0
 }
 
 /// Sets to zero every float parameter whose module path satisfies `select`.
 pub fn zero_params<M: Module>(model: M, select: impl Fn(&str) -> bool) -> M {
-    struct Zero<F> {
-        path: Vec<String>,
-        select: F,
-    }
-    impl<F: Fn(&str) -> bool> burn::module::ModuleMapper for Zero<F> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<Tensor<D>>,
-        ) -> burn::module::Param<Tensor<D>> {
-            if !(self.select)(&self.path.join(".")) {
+    struct Zero<F>(F);
+    impl<F: Fn(&str) -> bool> PathMapper for Zero<F> {
+        fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if !(self.0)(path) {
                 return param;
             }
             param.map(|t| {
@@ -364,5 +340,5 @@ pub fn zero_params<M: Module>(model: M, select: impl Fn(&str) -> bool) -> M {
             })
         }
     }
-    model.map(&mut Zero { path: Vec::new(), select })
+    param_paths::map(model, Zero(select)).0
 }

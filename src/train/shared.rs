@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
+
+use crate::param_paths::{self, PathMapper, PathVisitor};
 
 /// Skips steps whose loss is not finite, halving the learning rate each time.
 #[derive(Clone, Copy, Debug)]
@@ -64,40 +66,24 @@ pub fn progress_bar(show: bool, steps: u64, step: u64) -> indicatif::ProgressBar
 
 /// Collects each parameter's current value by path (on the non-autodiff device).
 #[derive(Default)]
-struct Snapshot {
-    path: Vec<String>,
-    values: HashMap<String, Tensor<1>>,
-}
+struct Snapshot(HashMap<String, Tensor<1>>);
 
-impl ModuleVisitor for Snapshot {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+impl PathVisitor for Snapshot {
+    fn visit<const D: usize>(&mut self, path: &str, param: &Param<Tensor<D>>) {
         let t = param.val();
         let n = t.shape().num_elements();
-        self.values.insert(self.path.join("."), t.reshape([n]));
+        self.0.insert(path.to_string(), t.reshape([n]));
     }
 }
 
 struct EmaBlend {
-    path: Vec<String>,
     values: HashMap<String, Tensor<1>>,
     decay: f64,
 }
 
-impl ModuleMapper for EmaBlend {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.into());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(current) = self.values.remove(&self.path.join(".")) else { return param };
+impl PathMapper for EmaBlend {
+    fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.values.remove(path) else { return param };
         let decay = self.decay;
         param.map(|ema| {
             let dims = ema.dims();
@@ -109,7 +95,6 @@ impl ModuleMapper for EmaBlend {
 /// EMA with a warm-up (`min(decay, (1 + step) / (10 + step))`) so early weights do not linger.
 pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64, step: u64) -> M {
     let decay = decay.min((1.0 + step as f64) / (10.0 + step as f64));
-    let mut snapshot = Snapshot::default();
-    model.valid().visit(&mut snapshot);
-    ema.map(&mut EmaBlend { path: Vec::new(), values: snapshot.values, decay })
+    let values = param_paths::visit(&model.valid(), Snapshot::default()).0;
+    param_paths::map(ema, EmaBlend { values, decay }).0
 }
