@@ -258,6 +258,21 @@ impl RunArgs {
     }
 }
 
+/// A training command's options with the shared run flags filled in. A macro because
+/// `TrainOptions` and `GeneratorTrainOptions` are separate structs (each is recorded in its own
+/// checkpoints) that name these fields alike.
+macro_rules! run_options {
+    ($options:ident, $run:expr) => {{
+        let r: RunArgs = $run;
+        let mut o = $options::new(r.data.clone(), r.out.clone());
+        o.steps = r.steps(o.steps);
+        (o.resume, o.lr, o.warmup, o.seed) = (r.resume, r.lr, r.warmup, r.seed);
+        (o.checkpoint_every, o.log_every) = (r.checkpoint_every.max(1), r.log_every.max(1));
+        (o.cache_dir, o.progress) = (r.cache, !r.quiet);
+        o
+    }};
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     #[command(flatten)]
@@ -449,12 +464,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => {
             let compute = backend::select(cli.backend)?;
-            let r = args.run;
-            let mut o = TrainOptions::new(r.data.clone(), r.out.clone());
-            o.steps = r.steps(o.steps);
-            (o.resume, o.lr, o.warmup, o.seed) = (r.resume, r.lr, r.warmup, r.seed);
-            (o.checkpoint_every, o.log_every) = (r.checkpoint_every.max(1), r.log_every.max(1));
-            (o.cache_dir, o.progress) = (r.cache, !r.quiet);
+            let mut o = run_options!(TrainOptions, args.run);
             o.batch = args.batch.max(1);
             o.size = args.size;
             o.stage = args.stage;
@@ -576,12 +586,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::TrainGenerator(a) => {
             let compute = backend::select(cli.backend)?;
-            let r = a.run;
-            let mut o = GeneratorTrainOptions::new(r.data.clone(), r.out.clone());
-            o.steps = r.steps(o.steps);
-            (o.resume, o.lr, o.warmup, o.seed) = (r.resume, r.lr, r.warmup, r.seed);
-            (o.checkpoint_every, o.log_every) = (r.checkpoint_every.max(1), r.log_every.max(1));
-            (o.cache_dir, o.progress) = (r.cache, !r.quiet);
+            let mut o = run_options!(GeneratorTrainOptions, a.run);
             (o.model, o.batch, o.size, o.arch) = (a.model, a.batch, a.size, a.arch);
             o.patch = a.patch;
             o.views = a.views.max(1);
