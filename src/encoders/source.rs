@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -68,19 +69,26 @@ pub fn download(repo_id: &str) -> Result<PathBuf> {
         indicatif::ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {eta}")
             .expect("a valid template"),
     );
+    // The answer wakes this thread at once (a cached model costs no wait); until then the bar
+    // follows the transfer. A panic of the download thread is re-raised by the scope.
+    let (tx, rx) = std::sync::mpsc::channel();
     let result = std::thread::scope(|s| {
-        let job = s.spawn(|| hub::download(repo_id, &Hub::default(), &transfer));
-        while !job.is_finished() {
-            let (file, done, total) = transfer.snapshot();
-            bar.set_message(file);
-            bar.set_length(total);
-            bar.set_position(done);
-            std::thread::sleep(Duration::from_millis(100));
+        s.spawn(|| tx.send(hub::download(repo_id, &Hub::default(), &transfer)));
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(result) => break Some(result),
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) => {
+                    let (file, done, total) = transfer.snapshot();
+                    bar.set_message(file);
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+            }
         }
-        job.join()
     });
     bar.finish_and_clear();
-    let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let result = result.context("the download stopped unexpectedly")?;
     result.map_err(|e| match e {
         DownloadError::Offline(_) => anyhow::anyhow!("cannot download {repo_id}: {e}"),
         _ => anyhow::anyhow!(
