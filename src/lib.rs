@@ -5,6 +5,7 @@ pub mod app;
 pub mod assets;
 pub mod backend;
 pub mod bench;
+pub mod bug;
 pub mod edit;
 pub mod encoders;
 pub mod evaluate;

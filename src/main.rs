@@ -672,15 +672,14 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    // Library code should not panic on bad input; if something still does, say so in one line.
+    // Library code should not panic on bad input; if something still does, say so in one line
+    // that names the command and where it stopped, and asks for a report.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        eprintln!("error: internal failure: {}", msg.lines().next().unwrap_or(""));
+        let command = std::env::args().nth(1).unwrap_or_default();
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let text =
+            format!("{}{}", fae_studio::bug::panic_text(info.payload()), place.unwrap_or_default());
+        eprintln!("error: {}", fae_studio::bug::report(&format!("`fae-studio {command}`"), &text));
     }));
     let cli = Cli::parse();
     match std::panic::catch_unwind(|| run(cli)) {

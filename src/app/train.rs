@@ -199,7 +199,10 @@ impl TrainPanel {
                 }));
                 let r = match result {
                     Ok(r) => r.map_err(|e| format!("{e:#}")),
-                    Err(_) => Err("internal failure in the training loop".to_string()),
+                    Err(p) => Err(crate::bug::report(
+                        "the training run",
+                        &crate::bug::panic_text(p.as_ref()),
+                    )),
                 };
                 let _ = tx.send(Event::Done(r));
                 repaint();

@@ -343,12 +343,7 @@ pub(super) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown failure".into());
-            Err(anyhow!("internal failure: {msg}"))
+            Err(anyhow!(crate::bug::report("this step", &crate::bug::panic_text(payload.as_ref()))))
         }
     }
 }

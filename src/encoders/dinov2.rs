@@ -212,7 +212,9 @@ impl Dinov2 {
                 .map(|i| Dinov2Layer::load(r, i, &config))
                 .collect::<Result<_>>()?,
             layernorm: LayerNorm::load(r, "layernorm", d, config.layer_norm_eps)?,
-        };
+        }
+        // Frozen: gradients flow through the encoder (the perceptual loss) but never into it.
+        .no_grad();
         r.finish(&["embeddings.mask_token"])?;
         let info = EncoderInfo {
             name: name.to_string(),

@@ -133,7 +133,9 @@ impl Siglip {
                 .map(|i| SiglipLayer::load(r, i, &config))
                 .collect::<Result<_>>()?,
             post_layernorm: LayerNorm::load(r, "post_layernorm", d, config.layer_norm_eps)?,
-        };
+        }
+        // Frozen: gradients flow through the encoder (the perceptual loss) but never into it.
+        .no_grad();
         r.finish(&["head.", "embeddings.position_ids"])?;
         let info = EncoderInfo {
             name: name.to_string(),
