@@ -7,6 +7,10 @@
 // flags bit 0: draw the token grid; bit 1: mark token `marker` with a ring; bit 2: the target
 // is an sRGB format, so the (gamma-space) colour is converted to linear before it is stored.
 // The output is premultiplied by `alpha`, so a map can be laid over an image as a heatmap.
+//
+// `value_at(i)` reads the i-th float. It is defined by one of two preludes, chosen from the adapter's
+// limits: `tokens_storage.wgsl` (a storage buffer) or `tokens_texture.wgsl` (an R32Float texture,
+// for adapters without storage buffers in the fragment stage, such as OpenGL ES).
 
 struct Params {
     grid_w: u32,
@@ -26,7 +30,6 @@ struct Params {
 };
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> data: array<f32>;
 
 struct VsOut {
     @builtin(position) pos: vec4<f32>,
@@ -83,19 +86,19 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     if (p.mode == 0u) {
         var acc = vec3<f32>(0.0, 0.0, 0.0);
         for (var c = 0u; c < p.dim; c = c + 1u) {
-            let x = data[tok * p.dim + c] - data[p.mean_off + c];
-            acc.x = acc.x + x * data[p.comp_off + c];
-            acc.y = acc.y + x * data[p.comp_off + p.dim + c];
-            acc.z = acc.z + x * data[p.comp_off + 2u * p.dim + c];
+            let x = value_at(tok * p.dim + c) - value_at(p.mean_off + c);
+            acc.x = acc.x + x * value_at(p.comp_off + c);
+            acc.y = acc.y + x * value_at(p.comp_off + p.dim + c);
+            acc.z = acc.z + x * value_at(p.comp_off + 2u * p.dim + c);
         }
         rgb = vec3<f32>(scaled(acc.x, p.lo.x, p.hi.x), scaled(acc.y, p.lo.y, p.hi.y),
                         scaled(acc.z, p.lo.z, p.hi.z));
     } else if (p.mode == 1u) {
-        rgb = viridis(scaled(data[tok * p.dim + p.channel], p.lo.x, p.hi.x));
+        rgb = viridis(scaled(value_at(tok * p.dim + p.channel), p.lo.x, p.hi.x));
     } else {
         let b = tok * 3u;
-        rgb = vec3<f32>(scaled(data[b], p.lo.x, p.hi.x), scaled(data[b + 1u], p.lo.y, p.hi.y),
-                        scaled(data[b + 2u], p.lo.z, p.hi.z));
+        rgb = vec3<f32>(scaled(value_at(b), p.lo.x, p.hi.x), scaled(value_at(b + 1u), p.lo.y, p.hi.y),
+                        scaled(value_at(b + 2u), p.lo.z, p.hi.z));
     }
     let cell = fract(in.uv * vec2<f32>(f32(p.grid_w), f32(p.grid_h)));
     if ((p.flags & 1u) != 0u) {

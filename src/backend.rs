@@ -53,9 +53,14 @@ pub fn wgpu_adapters() -> Vec<wgpu::AdapterInfo> {
         .collect()
 }
 
-/// Whether a hardware GPU adapter is present.
+/// Whether a hardware GPU adapter that can run the model is present. OpenGL adapters are left
+/// out: they draw windows, but burn's compute kernels need Vulkan, Metal or DirectX 12.
 pub fn has_gpu() -> bool {
-    wgpu_adapters().iter().any(|a| a.device_type != wgpu::DeviceType::Cpu)
+    wgpu_adapters().iter().any(can_compute)
+}
+
+fn can_compute(a: &wgpu::AdapterInfo) -> bool {
+    a.device_type != wgpu::DeviceType::Cpu && a.backend != wgpu::Backend::Gl
 }
 
 pub fn cpu() -> Compute {

@@ -39,6 +39,10 @@ struct Cli {
     /// Where to compute: a GPU when present (auto), the CPU, or wgpu on any adapter.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto, global = true)]
     backend: BackendChoice,
+    /// Without a command: open the app, and once the sample photo is drawn save the window to
+    /// this PNG, print what drew it, and exit (checks the window on this machine's adapter).
+    #[arg(long, value_name = "PNG")]
+    screenshot: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -400,8 +404,11 @@ fn install_ctrl_c() -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        return fae_studio::app::run(cli.backend);
+        return fae_studio::app::run(cli.backend, cli.screenshot);
     };
+    if cli.screenshot.is_some() {
+        bail!("--screenshot opens the app: give it without a command");
+    }
     match command {
         Command::Features { image, encoder, size, out, pca } => {
             let compute = backend::select(cli.backend)?;

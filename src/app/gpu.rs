@@ -1,6 +1,10 @@
 //! Token maps (PCA colours, channel heatmaps, similarity and cosine maps) drawn on the GPU by
 //! our own WGSL shader (`shaders/tokens.wgsl`) through egui's wgpu paint callbacks, with a CPU
 //! path that draws the same pictures as textures where no wgpu renderer is available.
+//!
+//! The shader reads the tokens from a storage buffer where the adapter allows storage buffers in
+//! the fragment stage, and from a float texture where it does not (OpenGL ES and WebGL adapters
+//! report a limit of 0): the choice follows the device's reported limits, never an assumption.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,8 +18,53 @@ use image::RgbImage;
 use crate::inspect::{self, Upscale};
 use crate::pca::Pca;
 
-/// The shader source, compiled into the binary.
+/// The shader source, compiled into the binary; a prelude defines how it reads token data.
 pub const TOKENS_WGSL: &str = include_str!("../../shaders/tokens.wgsl");
+const STORAGE_PRELUDE: &str = include_str!("../../shaders/tokens_storage.wgsl");
+const TEXTURE_PRELUDE: &str = include_str!("../../shaders/tokens_texture.wgsl");
+
+/// How token maps reach the screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapPath {
+    /// Our shader, token data in a storage buffer.
+    StorageBuffer,
+    /// Our shader, token data in an R32Float texture (no fragment storage buffers).
+    Texture,
+    /// Pictures computed on the CPU and drawn as egui textures (no wgpu renderer).
+    Cpu,
+}
+
+impl MapPath {
+    /// Chooses within what the device reports.
+    pub fn for_device(adapter: &wgpu::Adapter, device: &wgpu::Device) -> Self {
+        let fragment_storage = adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::FRAGMENT_STORAGE);
+        if fragment_storage && device.limits().max_storage_buffers_per_shader_stage >= 1 {
+            Self::StorageBuffer
+        } else {
+            Self::Texture
+        }
+    }
+
+    pub fn on_gpu(self) -> bool {
+        self != Self::Cpu
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::StorageBuffer => "GPU shader (storage buffer)",
+            Self::Texture => "GPU shader (texture)",
+            Self::Cpu => "CPU",
+        }
+    }
+
+    fn shader_source(self) -> String {
+        let prelude = if self == Self::Texture { TEXTURE_PRELUDE } else { STORAGE_PRELUDE };
+        format!("{prelude}\n{TOKENS_WGSL}")
+    }
+}
 
 /// How a map turns tokens into colours.
 #[derive(Clone)]
@@ -76,6 +125,16 @@ impl TokenMap {
         }
     }
 
+    /// How many floats `gpu_data` sends.
+    fn gpu_len(&self) -> usize {
+        let tokens = self.height * self.width;
+        match &self.kind {
+            MapKind::Pca(_) if self.dim <= 64 => (tokens + 4) * self.dim,
+            MapKind::Pca(_) => tokens * 3,
+            MapKind::Channel { .. } => tokens,
+        }
+    }
+
     /// What the shader reads, and its parameters.
     fn gpu_data(&self) -> (Vec<f32>, Params) {
         let mut p = Params {
@@ -106,11 +165,13 @@ impl TokenMap {
                 (pca.project(&self.data).into_iter().flatten().collect(), p)
             }
             MapKind::Channel { channel, lo, hi } => {
+                // Only the drawn channel travels to the GPU.
                 p.mode = 1;
-                p.channel = *channel as u32;
+                p.dim = 1;
                 p.lo = [*lo, 0.0, 0.0, 0.0];
                 p.hi = [*hi, 0.0, 0.0, 0.0];
-                ((*self.data).clone(), p)
+                let values = self.data.chunks_exact(self.dim.max(1)).map(|t| t[*channel]).collect();
+                (values, p)
             }
         }
     }
@@ -163,6 +224,9 @@ impl Default for DrawOptions {
 struct Pipeline {
     pipeline: wgpu::RenderPipeline,
     layout: wgpu::BindGroupLayout,
+    path: MapPath,
+    /// Texture path: the widest row the device allows.
+    max_texture_width: u32,
 }
 
 struct Entry {
@@ -179,14 +243,56 @@ struct Resources {
     entries: HashMap<(u64, u64), Entry>,
 }
 
-/// Creates the pipeline on the window's device; false if there is no wgpu renderer.
-pub fn init(render_state: Option<&egui_wgpu::RenderState>) -> bool {
-    let Some(rs) = render_state else { return false };
+/// Creates the pipeline on the window's device and says which path maps take: the CPU one where
+/// there is no wgpu renderer or the pipeline cannot be built on it. Records in `cache` how large
+/// a map the device takes.
+pub fn init(render_state: Option<&egui_wgpu::RenderState>, cache: &mut TextureCache) -> MapPath {
+    let Some(rs) = render_state else { return MapPath::Cpu };
+    let path = MapPath::for_device(&rs.adapter, &rs.device);
+    // A pipeline the device rejects is reported as an error scope rather than a panic.
+    let scope = rs.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let pipeline = build_pipeline(rs, path);
+    match pollster::block_on(scope.pop()) {
+        None => {
+            let limits = rs.device.limits();
+            cache.gpu_max_values = match path {
+                MapPath::Texture => (limits.max_texture_dimension_2d as usize).pow(2),
+                _ => limits.max_storage_buffer_binding_size as usize / 4,
+            };
+            rs.renderer.write().callback_resources.insert(Resources {
+                pipeline,
+                srgb_target: rs.target_format.is_srgb(),
+                entries: HashMap::new(),
+            });
+            path
+        }
+        Some(e) => {
+            eprintln!(
+                "token-map shader unavailable on this adapter ({e}); drawing maps on the CPU"
+            );
+            MapPath::Cpu
+        }
+    }
+}
+
+fn build_pipeline(rs: &egui_wgpu::RenderState, path: MapPath) -> Pipeline {
     let device = &rs.device;
     let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("fae tokens"),
-        source: wgpu::ShaderSource::Wgsl(TOKENS_WGSL.into()),
+        source: wgpu::ShaderSource::Wgsl(path.shader_source().into()),
     });
+    let data_binding = match path {
+        MapPath::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        _ => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only: true },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+    };
     let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
         label: Some("fae tokens"),
         entries: &[
@@ -203,11 +309,7 @@ pub fn init(render_state: Option<&egui_wgpu::RenderState>) -> bool {
             wgpu::BindGroupLayoutEntry {
                 binding: 1,
                 visibility: wgpu::ShaderStages::FRAGMENT,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: true },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
+                ty: data_binding,
                 count: None,
             },
         ],
@@ -242,12 +344,61 @@ pub fn init(render_state: Option<&egui_wgpu::RenderState>) -> bool {
         multiview_mask: None,
         cache: None,
     });
-    rs.renderer.write().callback_resources.insert(Resources {
-        pipeline: Pipeline { pipeline, layout },
-        srgb_target: rs.target_format.is_srgb(),
-        entries: HashMap::new(),
-    });
-    true
+    let max_texture_width = device.limits().max_texture_dimension_2d;
+    Pipeline { pipeline, layout, path, max_texture_width }
+}
+
+/// The token data as the pipeline reads it: a storage buffer, or a texture of whole rows.
+fn data_resource(
+    device: &wgpu::Device,
+    queue: &wgpu::Queue,
+    pipeline: &Pipeline,
+    data: &[f32],
+) -> DataResource {
+    let data = if data.is_empty() { &[0.0f32][..] } else { data };
+    if pipeline.path != MapPath::Texture {
+        return DataResource::Buffer(device.create_buffer_init(
+            &wgpu::util::BufferInitDescriptor {
+                label: Some("fae tokens data"),
+                contents: bytemuck::cast_slice(data),
+                usage: wgpu::BufferUsages::STORAGE,
+            },
+        ));
+    }
+    let width = (data.len() as u32).min(pipeline.max_texture_width);
+    let height = (data.len() as u32).div_ceil(width);
+    let mut padded = data.to_vec();
+    padded.resize((width * height) as usize, 0.0);
+    let texture = device.create_texture_with_data(
+        queue,
+        &wgpu::TextureDescriptor {
+            label: Some("fae tokens data"),
+            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::R32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        },
+        wgpu::util::TextureDataOrder::LayerMajor,
+        bytemuck::cast_slice(&padded),
+    );
+    DataResource::Texture(texture.create_view(&wgpu::TextureViewDescriptor::default()))
+}
+
+enum DataResource {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::TextureView),
+}
+
+impl DataResource {
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Self::Buffer(b) => b.as_entire_binding(),
+            Self::Texture(v) => wgpu::BindingResource::TextureView(v),
+        }
+    }
 }
 
 struct MapCallback {
@@ -278,11 +429,7 @@ impl egui_wgpu::CallbackTrait for MapCallback {
         let key = (self.map.key, alpha_key(self.options.alpha));
         let stale = res.entries.get(&key).is_none_or(|e| e.version != self.map.version);
         if stale {
-            let storage = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("fae tokens data"),
-                contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32] } else { &data }),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
+            let values = data_resource(device, queue, &res.pipeline, &data);
             let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("fae tokens params"),
                 contents: bytemuck::bytes_of(&params),
@@ -293,7 +440,7 @@ impl egui_wgpu::CallbackTrait for MapCallback {
                 layout: &res.pipeline.layout,
                 entries: &[
                     wgpu::BindGroupEntry { binding: 0, resource: uniforms.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: storage.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: values.binding() },
                 ],
             });
             res.entries.insert(key, Entry { version: self.map.version, uniforms, bind });
@@ -323,10 +470,18 @@ fn alpha_key(alpha: f32) -> u64 {
     u64::from(alpha < 1.0)
 }
 
-/// Textures of the CPU path, by map key.
-#[derive(Default)]
+/// Textures of the CPU path, by map key, and how large a map the GPU path takes.
 pub struct TextureCache {
     textures: HashMap<u64, (u64, TextureHandle)>,
+    /// The most floats one map may send to the shader (the device's buffer or texture limit);
+    /// larger maps are drawn on the CPU path.
+    gpu_max_values: usize,
+}
+
+impl Default for TextureCache {
+    fn default() -> Self {
+        Self { textures: HashMap::new(), gpu_max_values: usize::MAX }
+    }
 }
 
 impl TextureCache {
@@ -356,7 +511,7 @@ pub fn draw(
     cache: &mut TextureCache,
 ) {
     let painter = painter.with_clip_rect(painter.clip_rect().intersect(rect));
-    if gpu {
+    if gpu && map.gpu_len() <= cache.gpu_max_values {
         let cb = MapCallback { map: Arc::new(map.clone()), options };
         painter.add(egui_wgpu::Callback::new_paint_callback(rect, cb));
         return;

@@ -9,27 +9,30 @@
 
 pub mod canvas;
 pub mod edit;
+mod editing;
 pub mod generate;
 pub mod generated;
 pub mod gpu;
 pub mod history;
+mod input;
 pub mod inspector;
 pub mod latency;
 pub mod library;
 pub mod loader;
 pub mod models;
+pub mod screenshot;
 pub mod state;
 pub mod status;
 pub mod train;
+pub mod window;
 pub mod worker;
 
+pub use window::{FaeApp, Renderer, run};
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use anyhow::Result;
-use egui::{Key, KeyboardShortcut, Modifiers};
 
 use crate::backend::BackendChoice;
 use crate::edit::history::History;
@@ -74,44 +77,6 @@ pub fn sample_image() -> Option<PathBuf> {
     crate::assets::path("samples/chelsea.png").ok()
 }
 
-/// Opens the window; returns when it is closed.
-pub fn run(backend: BackendChoice) -> Result<()> {
-    let mut native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("FAE Studio")
-            .with_app_id("fae-studio")
-            .with_inner_size([1400.0, 860.0])
-            .with_drag_and_drop(true),
-        ..Default::default()
-    };
-    // With a GPU for the model, the window renders on burn's own wgpu device, so both share it.
-    let shared = match backend {
-        BackendChoice::Wgpu => true,
-        BackendChoice::Auto => crate::backend::has_gpu(),
-        BackendChoice::Cpu => false,
-    };
-    if shared && let Ok(setup) = crate::backend::wgpu_setup() {
-        native.wgpu_options.wgpu_setup =
-            eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
-                instance: setup.instance,
-                adapter: setup.adapter,
-                device: setup.device,
-                queue: setup.queue,
-            });
-    }
-    let options = AppOptions {
-        backend: (backend != BackendChoice::Auto).then_some(backend),
-        model: std::env::var_os(MODEL_ENV).map(PathBuf::from),
-        ..AppOptions::default()
-    };
-    eframe::run_native(
-        "FAE Studio",
-        native,
-        Box::new(move |cc| Ok(Box::new(FaeApp::new(cc, options)))),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
-}
-
 /// Where the pointer is over a token grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hover {
@@ -137,8 +102,10 @@ pub struct AppState {
     /// Bumped on every model load; replies for an older model are dropped.
     pub model_generation: u64,
     pub notices: Vec<Notice>,
-    /// A wgpu renderer with our pipeline is available.
-    pub gpu: bool,
+    /// How token maps are drawn (our shader's data path, or the CPU).
+    pub map_path: gpu::MapPath,
+    /// The window's renderer in words: its adapter and graphics API, for the status bar.
+    pub renderer: String,
     pub canvas: canvas::CanvasState,
     pub inspector: inspector::InspectorState,
     pub edit: edit::EditState,
@@ -179,7 +146,7 @@ pub enum ToolsTab {
 }
 
 impl AppState {
-    pub fn new(ctx: &egui::Context, options: AppOptions, gpu: bool) -> Self {
+    pub fn new(ctx: &egui::Context, options: AppOptions, renderer: Renderer) -> Self {
         let ctx2 = ctx.clone();
         let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(move || ctx2.request_repaint());
         let mut notices = Vec::new();
@@ -208,7 +175,8 @@ impl AppState {
             model_error: None,
             model_generation: 0,
             notices,
-            gpu,
+            map_path: renderer.map_path,
+            renderer: renderer.description,
             canvas: Default::default(),
             inspector: Default::default(),
             edit: Default::default(),
@@ -222,7 +190,7 @@ impl AppState {
             last_saved: None,
             last_save_at: Instant::now(),
             show_help: false,
-            maps: Default::default(),
+            maps: renderer.maps,
             sent: None,
             latencies: Vec::new(),
             tools_tab: ToolsTab::Edit,
@@ -251,7 +219,7 @@ impl AppState {
             let text = format!("generator {} is gone; using the built-in one", g.display());
             state.notify(text, true);
         }
-        apply_theme(ctx, state.session.settings.theme);
+        window::apply_theme(ctx, state.session.settings.theme);
         state.last_saved = Some(state.session.clone());
         state.load_model(state.session.settings.model.clone());
         let images = state.session.images.clone();
@@ -516,161 +484,6 @@ impl AppState {
         }
     }
 
-    /// Rebuilds histories from recipes (from the session or a file) once their sources are
-    /// ready. With `force`, recipes still waiting on missing sources fail with a notice.
-    pub fn apply_pending_recipes(&mut self, force: bool) {
-        for i in 0..self.docs.len() {
-            if !self.docs[i].is_ready() {
-                continue;
-            }
-            let Some(recipe) = self.docs[i].pending_recipe.clone() else { continue };
-            let base = match &self.docs[i].analysis {
-                Some(a) => a.latent.clone(),
-                None => continue,
-            };
-            let result = History::from_recipe(base, &recipe, &self.source());
-            match result {
-                Ok(h) => {
-                    let d = &mut self.docs[i];
-                    d.history = Some(h);
-                    d.pending_recipe = None;
-                    d.requested = None;
-                }
-                Err(e) if Self::is_harmonise_wait(&e) => {
-                    // Applied again when the generator's result arrives.
-                    self.request_harmonise();
-                }
-                Err(e) => {
-                    let waiting = self.docs.iter().any(|d| !d.is_ready())
-                        && !matches!(self.docs[i].status, DocStatus::Failed(_));
-                    if force || !waiting {
-                        let text = format!("{}: recipe not applied: {e:#}", self.docs[i].name);
-                        self.docs[i].pending_recipe = None;
-                        self.notify(text, true);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The active image's edits plus the edit being previewed (a stroke in progress, a slider
-    /// being dragged).
-    fn effective_recipe(&self, doc: &Document) -> Option<Recipe> {
-        let h = doc.history.as_ref()?;
-        let mut r = h.recipe().clone();
-        if let Some(p) = &self.edit.preview {
-            r.edits.push(p.clone());
-        }
-        Some(r)
-    }
-
-    /// Sends the active image's edited latent for regeneration when its recipe changed.
-    pub fn regenerate(&mut self) {
-        let Some(i) = self.active else { return };
-        let Some(doc) = self.docs.get(i) else { return };
-        if !doc.is_ready() || self.model.is_none() {
-            return;
-        }
-        let Some(recipe) = self.effective_recipe(doc) else { return };
-        let key =
-            recipe.fingerprint() ^ doc.id.rotate_left(17) ^ self.model_generation.rotate_left(41);
-        if doc.requested == Some(key) {
-            return;
-        }
-        let (Some(h), Some(a)) = (doc.history.as_ref(), doc.analysis.as_ref()) else { return };
-        let latent = match &self.edit.preview {
-            None => h.current().clone(),
-            Some(edit) => match edit.apply(h.current(), &self.source()) {
-                Ok(l) => l,
-                Err(e) => {
-                    let text = format!("{e:#}");
-                    self.edit.preview = None;
-                    self.notify(text, true);
-                    return;
-                }
-            },
-        };
-        let id = doc.id;
-        if recipe.edits.is_empty() {
-            let edited = Edited {
-                key,
-                latent: Arc::new(latent),
-                image: a.recon.clone(),
-                restored: a.restored.clone(),
-                ms: 0.0,
-            };
-            let d = &mut self.docs[i];
-            d.edited = Some(edited);
-            d.requested = Some(key);
-            d.version += 1;
-            return;
-        }
-        self.docs[i].requested = Some(key);
-        self.sent = Some((key, Instant::now()));
-        self.worker.send(Job::Decode { doc: id, key, latent: Arc::new(latent) });
-    }
-
-    /// Applies `edit` to the active image's history.
-    pub fn push_edit(&mut self, edit: crate::edit::ops::Edit) -> bool {
-        let Some(i) = self.active else { return false };
-        self.push_edit_to(i, edit)
-    }
-
-    /// Applies `edit` to the history of document `i`.
-    pub fn push_edit_to(&mut self, i: usize, edit: crate::edit::ops::Edit) -> bool {
-        let Some(mut h) = self.docs.get_mut(i).and_then(|d| d.history.take()) else {
-            return false;
-        };
-        let result = h.push(edit, &self.source()).map(|_| ());
-        self.docs[i].history = Some(h);
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                self.notify(format!("{e:#}"), true);
-                false
-            }
-        }
-    }
-
-    pub fn undo(&mut self) -> bool {
-        self.edit.preview = None;
-        self.active_doc_mut().and_then(|d| d.history.as_mut()).is_some_and(|h| h.undo().is_some())
-    }
-
-    pub fn redo(&mut self) -> bool {
-        self.edit.preview = None;
-        self.active_doc_mut().and_then(|d| d.history.as_mut()).is_some_and(|h| h.redo().is_some())
-    }
-
-    /// Saves the active image's recipe as JSON.
-    pub fn save_recipe(&mut self, path: &Path) -> Result<()> {
-        let doc = self.active_doc().ok_or_else(|| anyhow::anyhow!("no image is open"))?;
-        let h = doc.history.as_ref().ok_or_else(|| anyhow::anyhow!("the image is not ready"))?;
-        h.recipe().save(path)
-    }
-
-    /// Loads a recipe and applies it to the active image (replacing its edits).
-    pub fn load_recipe(&mut self, path: &Path) -> Result<()> {
-        let recipe = Recipe::load(path)?;
-        let i = self.active.ok_or_else(|| anyhow::anyhow!("no image is open"))?;
-        let base = self.docs[i]
-            .analysis
-            .as_ref()
-            .map(|a| a.latent.clone())
-            .ok_or_else(|| anyhow::anyhow!("the image is not ready"))?;
-        match History::from_recipe(base, &recipe, &self.source()) {
-            Ok(h) => self.docs[i].history = Some(h),
-            // Applied when the generator's results arrive.
-            Err(e) if Self::is_harmonise_wait(&e) => {
-                self.docs[i].pending_recipe = Some(recipe);
-                self.request_harmonise();
-            }
-            Err(e) => return Err(e),
-        }
-        self.edit.preview = None;
-        Ok(())
-    }
-
     /// The session as it stands now.
     pub fn current_session(&self) -> Session {
         let mut s = self.session.clone();
@@ -712,157 +525,6 @@ impl AppState {
 
     pub fn set_theme(&mut self, ctx: &egui::Context, theme: ThemeChoice) {
         self.session.settings.theme = theme;
-        apply_theme(ctx, theme);
+        window::apply_theme(ctx, theme);
     }
-
-    fn handle_shortcuts(&mut self, ctx: &egui::Context) {
-        let redo_a = KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
-        let redo_b = KeyboardShortcut::new(Modifiers::COMMAND, Key::Y);
-        let undo = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
-        let (mut do_undo, mut do_redo) = (false, false);
-        let (mut bigger, mut smaller, mut help, mut cancel) = (false, false, false, false);
-        let typing = ctx.egui_wants_keyboard_input();
-        ctx.input_mut(|i| {
-            if i.consume_shortcut(&redo_a) || i.consume_shortcut(&redo_b) {
-                do_redo = true;
-            } else if i.consume_shortcut(&undo) {
-                do_undo = true;
-            }
-            if !typing {
-                for e in &i.events {
-                    if let egui::Event::Text(t) = e {
-                        bigger |= t == "]";
-                        smaller |= t == "[";
-                    }
-                }
-                bigger |= i.key_pressed(Key::CloseBracket);
-                smaller |= i.key_pressed(Key::OpenBracket);
-                help = i.key_pressed(Key::F1);
-                cancel = i.key_pressed(Key::Escape);
-            }
-        });
-        if do_undo {
-            self.undo();
-        }
-        if do_redo {
-            self.redo();
-        }
-        let brush = &mut self.session.settings.brush;
-        if bigger {
-            brush.radius = (brush.radius * 1.25).min(0.5);
-        }
-        if smaller {
-            brush.radius = (brush.radius / 1.25).max(0.01);
-        }
-        if help {
-            self.show_help = !self.show_help;
-        }
-        if cancel {
-            self.worker.cancel();
-        }
-    }
-
-    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
-        let dropped: Vec<PathBuf> = ctx.input(|i| {
-            i.raw
-                .dropped_files
-                .iter()
-                .map(|f| f.path().to_path_buf())
-                .filter(|p| !p.as_os_str().is_empty())
-                .collect()
-        });
-        if !dropped.is_empty() {
-            self.open_paths(dropped);
-        }
-    }
-}
-
-fn apply_theme(ctx: &egui::Context, theme: ThemeChoice) {
-    ctx.set_theme(match theme {
-        ThemeChoice::Dark => egui::Theme::Dark,
-        ThemeChoice::Light => egui::Theme::Light,
-    });
-}
-
-/// The application: state plus the drawing of every panel.
-pub struct FaeApp {
-    pub state: AppState,
-}
-
-impl FaeApp {
-    pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
-        let gpu = gpu::init(cc.wgpu_render_state.as_ref());
-        Self { state: AppState::new(&cc.egui_ctx, options, gpu) }
-    }
-}
-
-impl eframe::App for FaeApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        let ctx = ui.ctx().clone();
-        let st = &mut self.state;
-        st.poll(&ctx);
-        st.handle_shortcuts(&ctx);
-        st.handle_dropped_files(&ctx);
-
-        egui::Panel::top("menu").show(ui, |ui| status::menu_bar(ui, st));
-        egui::Panel::bottom("status").show(ui, |ui| status::ui(ui, st));
-        if st.session.settings.show_library {
-            egui::Panel::left("library")
-                .resizable(true)
-                .default_size(190.0)
-                .show(ui, |ui| library::ui(ui, st));
-        }
-        if st.session.settings.show_tools {
-            egui::Panel::right("tools")
-                .resizable(true)
-                .default_size(300.0)
-                .show(ui, |ui| tools_ui(ui, st));
-        }
-        if st.session.settings.show_inspector {
-            egui::Panel::right("inspector")
-                .resizable(true)
-                .default_size(330.0)
-                .show(ui, |ui| inspector::ui(ui, st));
-        }
-        egui::CentralPanel::default().show(ui, |ui| canvas::ui(ui, st));
-        status::windows(&ctx, st);
-
-        st.regenerate();
-        st.autosave(false);
-        if st.worker.busy() || st.loader.busy() || st.train.running() || st.models.busy() {
-            ctx.request_repaint_after(Duration::from_millis(100));
-        }
-    }
-
-    fn save(&mut self, _storage: &mut dyn eframe::Storage) {
-        self.state.autosave(true);
-    }
-
-    fn auto_save_interval(&self) -> Duration {
-        Duration::from_secs(5)
-    }
-}
-
-fn tools_ui(ui: &mut egui::Ui, st: &mut AppState) {
-    ui.horizontal(|ui| {
-        for (tab, label, tip) in [
-            (ToolsTab::Edit, "Edit", "Brushes, sliders, harmonise, history and recipes"),
-            (ToolsTab::Generate, "Generate", "New images from the generator"),
-            (ToolsTab::Train, "Fine-tune", "Train the model on a folder of your images"),
-            (ToolsTab::Models, "Models", "Encoder, FAE model, backend and resolution"),
-        ] {
-            ui.selectable_value(&mut st.tools_tab, tab, label).on_hover_text(tip);
-        }
-    });
-    ui.separator();
-    egui::ScrollArea::vertical().show(ui, |ui| match st.tools_tab {
-        ToolsTab::Edit => {
-            history::ui(ui, st);
-            ui.separator();
-            edit::ui(ui, st);
-        }
-        ToolsTab::Generate => generate::ui(ui, st),
-        ToolsTab::Train => train::ui(ui, st),
-        ToolsTab::Models => models::ui(ui, st),
-    });
 }

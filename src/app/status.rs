@@ -201,8 +201,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             }
         }
         ui.separator();
-        ui.label(if st.gpu { "maps: GPU shaders" } else { "maps: CPU" })
-            .on_hover_text("How token maps are drawn");
+        let maps =
+            if st.session.settings.gpu_maps { st.map_path } else { super::gpu::MapPath::Cpu };
+        ui.label(format!("window: {} · maps: {}", st.renderer, maps.label()))
+            .on_hover_text("The window's graphics adapter, and how token maps are drawn on it");
         if let Some(a) = st.active_doc().and_then(|d| d.analysis.as_ref()) {
             ui.separator();
             ui.label(format!("encode {:.0} ms · decode {:.0} ms", a.encode_ms, a.decode_ms));

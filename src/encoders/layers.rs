@@ -68,12 +68,17 @@ impl SelfAttention {
             .into_iter()
             .map(|name| r.linear(&name, dim, dim, qkv_bias))
             .collect::<Result<Vec<_>>>()?;
-        // Detached: on an autodiff device the loaded parameters are leaves, and a parameter
-        // built from an operation on them could not be a leaf itself.
-        let weight = Tensor::cat(parts.iter().map(|p| p.weight.val().detach()).collect(), 1);
+        // Untracked: on an autodiff device the loaded parameters require gradients, and a
+        // parameter built from an operation on them could not be a leaf itself (burn's `detach`
+        // keeps the requirement, so it is switched off).
+        let weight =
+            Tensor::cat(parts.iter().map(|p| p.weight.val().set_require_grad(false)).collect(), 1);
         let bias = qkv_bias.then(|| {
-            let biases =
-                parts.iter().filter_map(|p| p.bias.as_ref()).map(|b| b.val().detach()).collect();
+            let biases = parts
+                .iter()
+                .filter_map(|p| p.bias.as_ref())
+                .map(|b| b.val().set_require_grad(false))
+                .collect();
             Param::from_tensor(Tensor::cat(biases, 0))
         });
         Ok(Self {
