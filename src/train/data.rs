@@ -175,16 +175,14 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
-    /// `$FAE_STUDIO_CACHE`, else `$XDG_CACHE_HOME/fae-studio`, else `~/.cache/fae-studio`.
+    /// `$FAE_STUDIO_CACHE`, else `fae-studio` in the OS's cache folder (`$XDG_CACHE_HOME` or
+    /// `~/.cache` on Linux, `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows), else in
+    /// the temporary folder.
     pub fn default_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("FAE_STUDIO_CACHE") {
             return PathBuf::from(dir);
         }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("fae-studio")
+        dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("fae-studio")
     }
 
     pub fn new(dir: PathBuf, max_bytes: u64) -> Result<Self> {
