@@ -1,30 +1,11 @@
 //! The command-line contract: outputs scripts rely on, and one-line errors for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+mod common;
+
+use common::{assert_clean_failure, fae, fixture, run_ok};
 use fae_studio::weights::WeightFile;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn fae(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fae-studio")).args(args).output().expect("run fae-studio")
-}
-
-/// A failure must be one clear line on stderr and a non-zero exit, never a panic.
-fn assert_clean_failure(out: &Output, expect: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "should fail: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("on a bug"), "{stderr}");
-    assert!(
-        stderr.to_lowercase().contains(&expect.to_lowercase()),
-        "expected `{expect}` in: {stderr}"
-    );
-}
 
 #[test]
 fn features_writes_the_contracted_file_and_pca_picture() {
@@ -184,12 +165,6 @@ fn class_folder(root: &Path, n: usize) {
         }
         img.save(root.join(class).join(format!("{i}.png"))).unwrap();
     }
-}
-
-fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
-    let res = Command::new(env!("CARGO_BIN_EXE_fae-studio")).args(args).output().unwrap();
-    assert!(res.status.success(), "{args:?}: {}", String::from_utf8_lossy(&res.stderr));
-    String::from_utf8_lossy(&res.stdout).into_owned()
 }
 
 #[test]

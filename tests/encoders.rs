@@ -379,4 +379,24 @@ fn wgpu_compute_on_opengl_matches_the_cpu() {
     let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     eprintln!("OpenGL vs CPU: largest difference {worst:.2e} (largest value {scale:.1})");
     assert!(worst < 1e-3 * scale, "OpenGL and CPU tokens differ by {worst}");
+
+/// Frozen encoders on an autodiff device, as the perceptual loss runs them: loading them there
+/// works, and gradients reach the input image through them.
+#[test]
+fn frozen_encoders_pass_gradients_to_their_input() {
+    let ad = backend::cpu().device.autodiff();
+    for weights in ["dinov2_tiny.safetensors", "siglip_tiny.safetensors"] {
+        let encoder = source::load(Some(fixture(weights).to_str().unwrap()), &ad).unwrap();
+        let size = encoder.info().patch_size * 3;
+        let pixels = Tensor::<4>::random(
+            [2, 3, size, size],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &ad,
+        )
+        .require_grad();
+        let loss = encoder.forward(pixels.clone()).patch_tokens.square().mean();
+        let grad = host(pixels.grad(&loss.backward()).expect("a gradient at the input"));
+        assert_eq!(grad.len(), 2 * 3 * size * size, "{weights}");
+        assert!(grad.iter().all(|g| g.is_finite()) && grad.iter().any(|g| *g != 0.0), "{weights}");
+    }
 }

@@ -68,17 +68,12 @@ impl SelfAttention {
             .into_iter()
             .map(|name| r.linear(&name, dim, dim, qkv_bias))
             .collect::<Result<Vec<_>>>()?;
-        // Untracked: on an autodiff device the loaded parameters require gradients, and a
-        // parameter built from an operation on them could not be a leaf itself (burn's `detach`
-        // keeps the requirement, so it is switched off).
-        let weight =
-            Tensor::cat(parts.iter().map(|p| p.weight.val().set_require_grad(false)).collect(), 1);
+        // Untracked: on an autodiff device the loaded parameters are leaves that require
+        // gradients, and a parameter built from an operation on them could not be a leaf itself
+        // (`detach` keeps the requirement, so the operation would still be tracked).
+        let weight = Tensor::cat(parts.iter().map(|p| untracked(&p.weight)).collect(), 1);
         let bias = qkv_bias.then(|| {
-            let biases = parts
-                .iter()
-                .filter_map(|p| p.bias.as_ref())
-                .map(|b| b.val().set_require_grad(false))
-                .collect();
+            let biases = parts.iter().filter_map(|p| p.bias.as_ref()).map(untracked).collect();
             Param::from_tensor(Tensor::cat(biases, 0))
         });
         Ok(Self {
@@ -92,6 +87,11 @@ impl SelfAttention {
         let context = super::cpu_fast::fused_attention(self.qkv.forward(x), self.heads);
         self.output.forward(context)
     }
+}
+
+/// A parameter's value without gradient tracking.
+fn untracked<const D: usize>(param: &Param<Tensor<D>>) -> Tensor<D> {
+    param.val().set_require_grad(false)
 }
 
 /// The activation named by a Hugging Face config's `hidden_act`.
