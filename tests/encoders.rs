@@ -379,6 +379,7 @@ fn wgpu_compute_on_opengl_matches_the_cpu() {
     let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     eprintln!("OpenGL vs CPU: largest difference {worst:.2e} (largest value {scale:.1})");
     assert!(worst < 1e-3 * scale, "OpenGL and CPU tokens differ by {worst}");
+}
 
 /// Frozen encoders on an autodiff device, as the perceptual loss runs them: loading them there
 /// works, and gradients reach the input image through them.
