@@ -3,6 +3,13 @@
 //! through libm's scalar `erff`, a fifth of DINOv2-S's time at 224 px) and copies the heads
 //! apart for attention. Other backends, and tensors that track gradients, keep burn's own
 //! operations.
+//!
+//! The binary targets baseline x86-64, so the element-wise loops are also compiled for AVX2 + FMA
+//! and AVX-512 (through pulp, gemm's own dispatcher) and the best the CPU has is chosen at run
+//! time ([`Isa`]). On other architectures the portable loops are what the compiler vectorises for
+//! the target's baseline (NEON on aarch64).
+
+use std::sync::OnceLock;
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -13,6 +20,67 @@ use crate::weights::TensorReader;
 
 /// Elements per rayon task: large enough to amortise scheduling.
 const CHUNK: usize = 16 * 1024;
+
+/// An instruction set the element-wise loops are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// The target's baseline (SSE2 on x86-64, NEON on aarch64).
+    Portable,
+    /// x86-64-v3: AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// x86-64-v4: AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// Those this CPU has, the portable one first.
+    pub fn available() -> Vec<Isa> {
+        #[allow(unused_mut)]
+        let mut all = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if pulp::x86::V3::try_new().is_some() {
+                all.push(Isa::Avx2);
+            }
+            if pulp::x86::V4::try_new().is_some() {
+                all.push(Isa::Avx512);
+            }
+        }
+        all
+    }
+
+    /// The best this CPU has, detected once.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| *Self::available().last().expect("the portable set"))
+    }
+
+    /// Runs `f` compiled for this instruction set (`f` and what it inlines are vectorised with
+    /// its registers); the portable code where the CPU lacks it.
+    #[inline(always)]
+    fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use pulp::Simd;
+            match self {
+                Isa::Avx2 => {
+                    if let Some(simd) = pulp::x86::V3::try_new() {
+                        return simd.vectorize(f);
+                    }
+                }
+                Isa::Avx512 => {
+                    if let Some(simd) = pulp::x86::V4::try_new() {
+                        return simd.vectorize(f);
+                    }
+                }
+                Isa::Portable => {}
+            }
+        }
+        f()
+    }
+}
 
 /// Whether `x` lives on the plain CPU backend as f32, where these fast paths apply.
 fn on_plain_cpu<const D: usize>(x: &Tensor<D>) -> bool {
@@ -38,9 +106,12 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !on_plain_cpu(&x) {
         return burn::tensor::activation::gelu(x);
     }
-    map_in_place(x, |values| {
-        values.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = gelu_scalar(*v)));
-    })
+    let isa = Isa::best();
+    map_in_place(x, |values| values.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c)))
+}
+
+fn gelu_slice(isa: Isa, values: &mut [f32]) {
+    isa.run(|| values.iter_mut().for_each(|v| *v = gelu_scalar(*v)))
 }
 
 /// Multi-head scaled dot-product attention straight from a fused projection `[B, T, 3 D]`
@@ -65,6 +136,7 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     let mut output = vec![0.0f32; b * t * d];
     let scale = 1.0 / (head_dim as f32).sqrt();
     let out_ptr = SendPtr(output.as_mut_ptr());
+    let isa = Isa::best();
     (0..b * heads).into_par_iter().for_each_init(
         || vec![0.0f32; t * t],
         |scores, task| {
@@ -79,7 +151,7 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
             // strides reach, and each task writes its own columns of the output.
             unsafe {
                 product(scores.as_mut_ptr(), t as isize, queries, keys_t, [t, t, head_dim], scale);
-                scores.chunks_exact_mut(t).for_each(softmax_in_place);
+                softmax_rows(isa, scores, t);
                 let probs = Strided::rows(scores.as_ptr(), t as isize);
                 product(context, d as isize, probs, values, [t, head_dim, t], 1.0);
             }
@@ -151,6 +223,12 @@ impl SendPtr {
     }
 }
 
+/// Softmax of each `t`-long row of `scores`.
+fn softmax_rows(isa: Isa, scores: &mut [f32], t: usize) {
+    isa.run(|| scores.chunks_exact_mut(t).for_each(softmax_in_place))
+}
+
+#[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     row.iter_mut().for_each(|v| *v = exp(*v - max));
@@ -206,21 +284,30 @@ impl LayerNorm {
         let dim = gamma.len();
         let eps = self.eps as f32;
         let rows_per_task = (CHUNK / dim).max(1);
+        let isa = Isa::best();
         map_in_place(x, |values| {
-            values.par_chunks_mut(rows_per_task * dim).for_each(|rows| {
-                for row in rows.chunks_exact_mut(dim) {
-                    // Two passes over the row (mean, then variance) as the reference does.
-                    let mean = row.iter().sum::<f32>() / dim as f32;
-                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-                    let inv = 1.0 / (var + eps).sqrt();
-                    for (i, v) in row.iter_mut().enumerate() {
-                        let shift = beta.as_ref().map_or(0.0, |b| b[i]);
-                        *v = (*v - mean) * inv * gamma[i] + shift;
-                    }
-                }
-            });
+            values
+                .par_chunks_mut(rows_per_task * dim)
+                .for_each(|rows| layer_norm_rows(isa, rows, &gamma, beta.as_deref(), eps));
         })
     }
+}
+
+/// Normalises each `gamma.len()`-long row of `rows` in place.
+fn layer_norm_rows(isa: Isa, rows: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
+    let dim = gamma.len();
+    isa.run(|| {
+        for row in rows.chunks_exact_mut(dim) {
+            // Two passes over the row (mean, then variance) as the reference does.
+            let mean = row.iter().sum::<f32>() / dim as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for (i, v) in row.iter_mut().enumerate() {
+                let shift = beta.map_or(0.0, |b| b[i]);
+                *v = (*v - mean) * inv * gamma[i] + shift;
+            }
+        }
+    })
 }
 
 /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, as `nn.GELU(approximate="tanh")`
@@ -229,11 +316,12 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if !on_plain_cpu(&x) {
         return burn::tensor::activation::gelu_approximate(x);
     }
-    map_in_place(x, |values| {
-        values
-            .par_chunks_mut(CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)));
-    })
+    let isa = Isa::best();
+    map_in_place(x, |values| values.par_chunks_mut(CHUNK).for_each(|c| gelu_tanh_slice(isa, c)))
+}
+
+fn gelu_tanh_slice(isa: Isa, values: &mut [f32]) {
+    isa.run(|| values.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)))
 }
 
 #[inline(always)]
@@ -347,6 +435,69 @@ mod tests {
         let tanh =
             max_difference(gelu_tanh(x.clone()), burn::tensor::activation::gelu_approximate(x));
         assert!(tanh < 2e-6, "max |tanh gelu difference| {tanh}");
+    }
+
+    /// Each dispatched loop against the portable one and an f64 reference, on every instruction
+    /// set this CPU has (the lower ones forced).
+    #[test]
+    fn every_instruction_set_matches_the_portable_loops() {
+        let isas = Isa::available();
+        eprintln!("instruction sets on this CPU: {isas:?}, chosen: {:?}", Isa::best());
+        assert_eq!(isas[0], Isa::Portable);
+        assert_eq!(Isa::best(), *isas.last().unwrap());
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            assert!(isas.contains(&Isa::Avx2), "AVX2 + FMA present but not offered");
+        }
+        // An odd length, so every vector loop also runs its remainder.
+        let inputs: Vec<f32> = (0..40_003).map(|i| (i as f32 - 20_000.0) * 5e-4).collect();
+        let apply = |isa, f: fn(Isa, &mut [f32])| {
+            let mut v = inputs.clone();
+            f(isa, &mut v);
+            v
+        };
+        let worst =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        let gelu_f64 = |x: f32| 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / 2f64.sqrt()));
+        let tanh_f64 = |x: f32| {
+            let x = x as f64;
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+        };
+        let (t, dim) = (37, 48);
+        let gamma: Vec<f32> = (0..dim).map(|i| 0.5 + i as f32 * 0.01).collect();
+        let beta: Vec<f32> = (0..dim).map(|i| i as f32 * -0.02).collect();
+        let portable = (
+            apply(Isa::Portable, gelu_slice),
+            apply(Isa::Portable, gelu_tanh_slice),
+            apply(Isa::Portable, |isa, v| softmax_rows(isa, &mut v[..t * t * 29], t)),
+        );
+        for isa in isas {
+            let gelu = apply(isa, gelu_slice);
+            let reference: Vec<f32> = inputs.iter().map(|&x| gelu_f64(x) as f32).collect();
+            assert!(worst(&gelu, &portable.0) <= 1e-6, "{isa:?} gelu");
+            assert!(worst(&gelu, &reference) < 2e-6, "{isa:?} gelu vs f64");
+            let tanh = apply(isa, gelu_tanh_slice);
+            let reference: Vec<f32> = inputs.iter().map(|&x| tanh_f64(x) as f32).collect();
+            assert!(worst(&tanh, &portable.1) <= 1e-6, "{isa:?} tanh gelu");
+            assert!(worst(&tanh, &reference) < 2e-6, "{isa:?} tanh gelu vs f64");
+            let soft = apply(isa, |isa, v| softmax_rows(isa, &mut v[..t * t * 29], t));
+            assert!(worst(&soft, &portable.2) <= 1e-7, "{isa:?} softmax");
+            for row in soft[..t * t * 29].chunks_exact(t) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{isa:?} softmax sums to 1");
+            }
+            let mut rows = inputs[..dim * 500].to_vec();
+            layer_norm_rows(isa, &mut rows, &gamma, Some(&beta), 1e-6);
+            for (row, out) in inputs[..dim * 500].chunks_exact(dim).zip(rows.chunks_exact(dim)) {
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
+                for i in 0..dim {
+                    let want = (row[i] as f64 - mean) / (var + 1e-6).sqrt() * gamma[i] as f64
+                        + beta[i] as f64;
+                    assert!((out[i] as f64 - want).abs() < 1e-4, "{isa:?} layer norm");
+                }
+            }
+        }
     }
 
     fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
