@@ -128,13 +128,8 @@ fn cell(p: u32, start: f64, len: f64, cells: usize) -> Option<usize> {
     (0.0..1.0).contains(&t).then(|| ((t * cells as f64) as usize).min(cells - 1))
 }
 
-/// The edited photo at `original`'s resolution.
-///
-/// `decoded_edit` is the decode of the edited latent and `decoded_original` that of the
-/// unedited one (needed by detail mode and by preservation); both cover `placement.crop`.
-/// `token_mask` holds one weight per token (`placement.grid`, row-major); tokens of weight > 0
-/// are edited. With no edited token the result is `original`, bit for bit. Mode `Off` returns
-/// the plain decode.
+/// The edited photo at `original`'s resolution: a copy of `original` composited by
+/// [`composite_in_place`]. Mode `Off` returns the plain decode instead.
 pub fn composite(
     original: &Rgb32FImage,
     decoded_original: Option<&Rgb32FImage>,
@@ -143,14 +138,38 @@ pub fn composite(
     placement: &Placement,
     options: &CompositeOptions,
 ) -> Result<Rgb32FImage> {
+    if options.mode == CompositeMode::Off {
+        return Ok(decoded_edit.clone());
+    }
+    let mut photo = original.clone();
+    composite_in_place(&mut photo, decoded_original, decoded_edit, token_mask, placement, options)?;
+    Ok(photo)
+}
+
+/// Composites the edit into `photo`, changing only pixels within the feather of an edited
+/// token (no copy of the photo is made).
+///
+/// `decoded_edit` is the decode of the edited latent and `decoded_original` that of the
+/// unedited one (needed by detail mode and by preservation); both cover `placement.crop`.
+/// `token_mask` holds one weight per token (`placement.grid`, row-major); tokens of weight > 0
+/// are edited. With no edited token `photo` is left as it is.
+pub fn composite_in_place(
+    photo: &mut Rgb32FImage,
+    decoded_original: Option<&Rgb32FImage>,
+    decoded_edit: &Rgb32FImage,
+    token_mask: &[f32],
+    placement: &Placement,
+    options: &CompositeOptions,
+) -> Result<()> {
     let o = options;
+    ensure!(o.mode != CompositeMode::Off, "composite mode `off` leaves nothing to composite");
     ensure!(o.feather.is_finite() && o.feather >= 0.0, "feather must be >= 0 px");
     ensure!(o.strength.is_finite(), "detail strength must be a number");
     ensure!(o.preserve.is_finite() && o.preserve >= 0.0, "preserve must be >= 0");
     ensure!(
-        original.dimensions() == placement.size,
+        photo.dimensions() == placement.size,
         "the photo is {:?} but the placement is for {:?}",
-        original.dimensions(),
+        photo.dimensions(),
         placement.size
     );
     ensure!(
@@ -160,11 +179,8 @@ pub fn composite(
         placement.grid.0,
         placement.grid.1
     );
-    if o.mode == CompositeMode::Off {
-        return Ok(decoded_edit.clone());
-    }
     let Some(mask) = HardMask::new(placement, token_mask) else {
-        return Ok(original.clone());
+        return Ok(());
     };
     if let Some(d) = decoded_original {
         ensure!(d.dimensions() == decoded_edit.dimensions(), "the two decodes differ in size");
@@ -178,10 +194,11 @@ pub fn composite(
     let reach = o.feather as f64 / std::f64::consts::SQRT_2;
     let bbox = mask.bbox.grown(reach.ceil() as u32, placement.size);
     let radii = level_radii(reach, bbox.width(), bbox.height());
-    let target = Target::new(original, decoded_original, decoded_edit, placement, bbox, o, &mask);
+    let target = Target::new(photo, decoded_original, decoded_edit, placement, bbox, o, &mask);
     let alphas: Vec<Plane> =
         radii.iter().enumerate().map(|(k, &r)| alpha_plane(&mask, bbox, k, r)).collect();
-    Ok(blend(original, &target, bbox, &alphas))
+    blend(photo, &target, bbox, &alphas);
+    Ok(())
 }
 
 /// Half-open pixel rectangle `[x0, x1) x [y0, y1)` of the photo.
@@ -243,6 +260,17 @@ impl HardMask {
         let (x0, x1) = span(&columns, &used_cols)?;
         let (y0, y1) = span(&rows, &used_rows)?;
         Some(Self { columns, rows, edited, grid_width: gw, bbox: Rect { x0, y0, x1, y1 } })
+    }
+
+    /// 1 where pixel `(x, y)` is edited, for each `x` of `xs`, else 0.
+    fn row_at(&self, y: u32, xs: &[u32], out: &mut [u32]) {
+        let Some(r) = self.rows[y as usize] else {
+            return out.fill(0);
+        };
+        let edited = &self.edited[r * self.grid_width..(r + 1) * self.grid_width];
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = self.columns[x as usize].is_some_and(|c| edited[c]) as u32;
+        }
     }
 
     fn at(&self, x: u32, y: u32) -> bool {
@@ -333,18 +361,19 @@ fn alpha_plane(mask: &HardMask, bbox: Rect, k: usize, radius: usize) -> Plane {
     let norm = norm as f32;
     let reach = taps.len() / 2;
     let mut across = vec![0u32; w * h];
-    across.par_chunks_mut(w).zip(&ys).for_each(|(row, &y)| {
-        for (i, out) in row.iter_mut().enumerate() {
-            *out = taps
-                .iter()
-                .enumerate()
-                .map(|(t, &wt)| {
-                    let x = (i + t).saturating_sub(reach).min(w - 1);
-                    wt * mask.at(xs[x], y) as u32
-                })
-                .sum();
-        }
-    });
+    across.par_chunks_mut(w).zip(&ys).for_each_init(
+        || vec![0u32; w],
+        |edited, (row, &y)| {
+            mask.row_at(y, &xs, edited);
+            for (i, out) in row.iter_mut().enumerate() {
+                *out = taps
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &wt)| wt * edited[(i + t).saturating_sub(reach).min(w - 1)])
+                    .sum();
+            }
+        },
+    );
     let mut alpha = Plane::zeros(w, h, 1);
     alpha.rows_mut().enumerate().for_each_init(
         || vec![0u32; w],
@@ -390,9 +419,10 @@ fn taps_along(start: u32, len: usize, crop_start: f64, crop_len: f64, src_len: u
 }
 
 /// The difference `target - original` over the bounding box, one row at a time.
-struct Target<'a> {
-    original: &'a Rgb32FImage,
+struct Target {
     bbox: Rect,
+    /// The photo's width.
+    width: usize,
     columns: Vec<Tap>,
     rows: Vec<Tap>,
     /// Mask mode: the decoded edit; detail mode: strength x (decoded edit - decoded original).
@@ -404,9 +434,9 @@ struct Target<'a> {
     offset: [f32; 3],
 }
 
-impl<'a> Target<'a> {
+impl Target {
     fn new(
-        original: &'a Rgb32FImage,
+        photo: &Rgb32FImage,
         decoded_original: Option<&Rgb32FImage>,
         decoded_edit: &Rgb32FImage,
         placement: &Placement,
@@ -441,24 +471,25 @@ impl<'a> Target<'a> {
                 .collect();
             Plane { width: dw as usize, height: dh as usize, channels: 1, data }
         });
+        let width = photo.width() as usize;
         let mut target =
-            Self { original, bbox, columns, rows, small, keep: None, paste, offset: [0.0; 3] };
+            Self { bbox, width, columns, rows, small, keep: None, paste, offset: [0.0; 3] };
         if paste && options.color_match {
-            target.offset = target.periphery_offset(mask);
+            target.offset = target.periphery_offset(mask, photo.as_raw());
         }
         target.keep = keep;
         target
     }
 
-    /// Mean of `photo - decode` over the unedited pixels of the bounding box (every second row
+    /// Mean of `photo - decode` over the unedited pixels of the bounding box (every fourth row
     /// and column): the colour shift that makes the pasted decode match its surroundings.
-    fn periphery_offset(&self, mask: &HardMask) -> [f32; 3] {
+    fn periphery_offset(&self, mask: &HardMask, photo: &[f32]) -> [f32; 3] {
         let mut row = vec![0f32; self.bbox.width() * 3];
         let (mut sum, mut n) = ([0f64; 3], 0usize);
-        for y in (0..self.bbox.height()).step_by(2) {
-            self.row(y, &mut row);
+        for y in (0..self.bbox.height()).step_by(4) {
+            self.row(y, self.photo_row(photo, y), &mut row);
             let oy = self.bbox.y0 + y as u32;
-            for x in (0..self.bbox.width()).step_by(2) {
+            for x in (0..self.bbox.width()).step_by(4) {
                 if !mask.at(self.bbox.x0 + x as u32, oy) {
                     // Mask mode's difference is decode - photo.
                     (0..3).for_each(|c| sum[c] -= row[x * 3 + c] as f64);
@@ -469,13 +500,16 @@ impl<'a> Target<'a> {
         if n == 0 { [0.0; 3] } else { sum.map(|s| (s / n as f64) as f32) }
     }
 
-    /// Fills `out` (bounding-box width x 3) with row `y` of the box.
-    fn row(&self, y: usize, out: &mut [f32]) {
+    /// Row `y` of the box in the photo's values.
+    fn photo_row<'p>(&self, photo: &'p [f32], y: usize) -> &'p [f32] {
+        let start = ((self.bbox.y0 as usize + y) * self.width + self.bbox.x0 as usize) * 3;
+        &photo[start..start + self.bbox.width() * 3]
+    }
+
+    /// Fills `out` (bounding-box width x 3) with row `y` of the box, given the photo's row.
+    fn row(&self, y: usize, photo_row: &[f32], out: &mut [f32]) {
         let (r0, r1, fy) = self.rows[y];
         let (a, b) = (self.small.row(r0), self.small.row(r1));
-        let width = self.original.width() as usize;
-        let start = ((self.bbox.y0 as usize + y) * width + self.bbox.x0 as usize) * 3;
-        let photo_row = &self.original.as_raw()[start..start + self.bbox.width() * 3];
         let keep = self.keep.as_ref().map(|k| (k.row(r0), k.row(r1)));
         let pixels = out.chunks_exact_mut(3).zip(photo_row.chunks_exact(3)).zip(&self.columns);
         for ((px, photo), &(c0, c1, fx)) in pixels {
@@ -543,12 +577,13 @@ fn expand_row(coarse: &Plane, y: usize, width: usize, between: &mut [f32], out: 
     }
 }
 
-/// The multi-band blend: `original + collapse(alpha_k * laplacian_k(target - original))`,
-/// written over a copy of the original inside `bbox`.
-fn blend(original: &Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) -> Rgb32FImage {
+/// The multi-band blend: `photo += collapse(alpha_k * laplacian_k(target - photo))` inside
+/// `bbox`.
+fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) {
     let (bw, bh) = (bbox.width(), bbox.height());
     let top = alphas.len() - 1;
-    let level0 = |y: usize, out: &mut [f32]| target.row(y, out);
+    let values = photo.as_raw();
+    let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
     // Differences at levels 1..=top (index k - 1).
     let mut deltas: Vec<Plane> = Vec::with_capacity(top);
     for alpha in &alphas[1..] {
@@ -570,15 +605,15 @@ fn blend(original: &Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) 
         let band = collapse_level(&d, &alphas[k], upper.as_ref());
         upper = Some((d, band));
     }
-    let mut out = original.clone();
-    let width = original.width() as usize;
+    let width = photo.width() as usize;
     let alpha = &alphas[0];
-    let rows = out.par_chunks_mut(width * 3).enumerate().skip(bbox.y0 as usize).take(bh);
+    let rows = photo.par_chunks_mut(width * 3).enumerate().skip(bbox.y0 as usize).take(bh);
     rows.for_each_init(
         || (vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3]),
         |(d, between, ed, ec), (oy, row)| {
             let y = oy - bbox.y0 as usize;
-            target.row(y, d);
+            let row = &mut row[bbox.x0 as usize * 3..bbox.x1 as usize * 3];
+            target.row(y, row, d);
             if let Some((cd, cc)) = &upper {
                 expand_row(cd, y, bw, &mut between[..cd.width * 3], ed);
                 expand_row(cc, y, bw, &mut between[..cc.width * 3], ec);
@@ -586,13 +621,11 @@ fn blend(original: &Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) 
                 ed.fill(0.0);
                 ec.fill(0.0);
             }
-            let photo = &mut row[bbox.x0 as usize * 3..bbox.x1 as usize * 3];
-            for (p, v) in photo.iter_mut().zip(band_values(alpha.row(y), d, ed, ec)) {
+            for (p, v) in row.iter_mut().zip(band_values(alpha.row(y), d, ed, ec)) {
                 *p += v;
             }
         },
     );
-    out
 }
 
 /// `alpha (d - ed) + ec` along a row: `alpha` per pixel, the rest per value.

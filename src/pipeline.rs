@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use image::{Rgb, Rgb32FImage, RgbImage};
 use serde_json::json;
 
-use crate::composite::{CompositeMode, CompositeOptions, Placement, composite};
+use crate::composite::{CompositeMode, CompositeOptions, Placement, composite, composite_in_place};
 use crate::edit::ops::{self, Harmonise, InterpMode, LatentSource};
 use crate::edit::recipe::Recipe;
 use crate::fae::{Decoded, Encoded, Fae};
@@ -96,11 +96,16 @@ pub fn composite_edit(
     decoded: &Decoded,
     options: &CompositeOptions,
 ) -> Result<Rgb32FImage> {
-    let original = load_rgb(image)?;
+    if options.mode == CompositeMode::Off {
+        return Ok(decoded.image.clone());
+    }
+    let mut photo = load_rgb(image)?;
     let mask = recipe.token_mask(encoded.latent.height, encoded.latent.width)?;
     let decoded_original = decode_original_if_needed(fae, encoded, &mask, options)?;
-    let placement = placement_of(&original, encoded);
-    composite(&original, decoded_original.as_ref(), &decoded.image, &mask, &placement, options)
+    let placement = placement_of(&photo, encoded);
+    let edit = &decoded.image;
+    composite_in_place(&mut photo, decoded_original.as_ref(), edit, &mask, &placement, options)?;
+    Ok(photo)
 }
 
 /// Where `encoded`'s crop and tokens lie in `original`, the photo it was encoded from.
