@@ -97,6 +97,10 @@ enum Command {
         model: Option<PathBuf>,
         #[arg(long)]
         size: Option<usize>,
+        /// Encode the whole photo on a grid of its aspect whose longer side is --size, instead
+        /// of the centre square.
+        #[arg(long)]
+        whole: bool,
         #[arg(long)]
         out: PathBuf,
     },
@@ -124,6 +128,10 @@ enum Command {
         generator: Option<PathBuf>,
         #[arg(long)]
         size: Option<usize>,
+        /// Encode the whole photo on a grid of its aspect whose longer side is --size, instead
+        /// of the centre square (sources are fitted to the same size).
+        #[arg(long)]
+        whole: bool,
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -524,10 +532,14 @@ fn run(cli: Cli) -> Result<()> {
             });
             println!("step {}, {}{val}", summary.step, loss_text(summary.last_loss));
         }
-        Command::Reconstruct { image, model, size, out } => {
+        Command::Reconstruct { image, model, size, whole, out } => {
             let compute = backend::select(cli.backend)?;
             let fae = Fae::load(model.as_deref(), &compute.device)?;
-            let r = fae.reconstruct(&image, size)?;
+            let r = if whole {
+                fae.reconstruct_encoded(fae.encode_whole(&image, size)?)?
+            } else {
+                fae.reconstruct(&image, size)?
+            };
             write_png(&out, &to_rgb8(&r.decoded.image))?;
             println!(
                 "PSNR {:.2} dB, SSIM {:.4}, feature cosine {:.4}, cycle cosine {:.4}",
@@ -554,7 +566,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             eprintln!("{}: latent {}x{}x{}", out.display(), l.height, l.width, l.channels);
         }
-        Command::Edit { image, recipe, model, generator, size, out, composite } => {
+        Command::Edit { image, recipe, model, generator, size, whole, out, composite } => {
             let compute = backend::select(cli.backend)?;
             let parsed = Recipe::load(&recipe)?;
             // With a generator, its own FAE model (checked against --model) does the editing.
@@ -572,7 +584,7 @@ fn run(cli: Cli) -> Result<()> {
             let base = recipe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let start = std::time::Instant::now();
             let (encoded, _, decoded) =
-                pipeline::edit(fae, &image, &parsed, size, base, generator.as_ref())?;
+                pipeline::edit(fae, &image, &parsed, (size, whole), base, generator.as_ref())?;
             let options = composite.options();
             if options.mode == CompositeMode::Off {
                 write_png(&out, &to_rgb8(&decoded.image))?;

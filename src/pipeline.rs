@@ -29,12 +29,16 @@ pub struct EncodingSource<'a> {
     pub base_dir: PathBuf,
     /// Runs `harmonise` edits; without one they fail with a clear message.
     pub generator: Option<&'a Generator>,
+    /// When set, sources are fitted to this `(width, height)` instead of `size` (to match a
+    /// base encoded whole, on a non-square grid).
+    pub work_size: Option<(usize, usize)>,
     cache: RefCell<HashMap<PathBuf, Grid>>,
 }
 
 impl<'a> EncodingSource<'a> {
     pub fn new(fae: &'a Fae, size: Option<usize>, base_dir: PathBuf) -> Self {
-        Self { fae, size, base_dir, generator: None, cache: RefCell::new(HashMap::new()) }
+        let cache = RefCell::new(HashMap::new());
+        Self { fae, size, base_dir, generator: None, work_size: None, cache }
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -49,7 +53,10 @@ impl LatentSource for EncodingSource<'_> {
         if let Some(grid) = self.cache.borrow().get(&path) {
             return Ok(grid.clone());
         }
-        let latent = self.fae.encode_image(&path, self.size)?.latent;
+        let latent = match self.work_size {
+            Some(size) => self.fae.encode_fitted(&load_rgb(&path)?, size)?.latent,
+            None => self.fae.encode_image(&path, self.size)?.latent,
+        };
         self.cache.borrow_mut().insert(path, latent.clone());
         Ok(latent)
     }
@@ -68,19 +75,25 @@ impl LatentSource for EncodingSource<'_> {
     }
 }
 
-/// Encodes `image`, replays `recipe` on its latent and decodes the result; `generator` runs any
-/// `harmonise` edits.
+/// Encodes `image` (its centre square, or with `whole` all of it on a grid of its aspect whose
+/// longer side is `size`), replays `recipe` on its latent and decodes the result; `generator`
+/// runs any `harmonise` edits.
 pub fn edit(
     fae: &Fae,
     image: &Path,
     recipe: &Recipe,
-    size: Option<usize>,
+    (size, whole): (Option<usize>, bool),
     base_dir: PathBuf,
     generator: Option<&Generator>,
 ) -> Result<(Encoded, Grid, Decoded)> {
-    let encoded = fae.encode_image(image, size)?;
+    let encoded =
+        if whole { fae.encode_whole(image, size)? } else { fae.encode_image(image, size)? };
     let mut source = EncodingSource::new(fae, size, base_dir);
     source.generator = generator;
+    if whole {
+        let (w, h) = encoded.image.dimensions();
+        source.work_size = Some((w as usize, h as usize));
+    }
     let edited = recipe.replay(&encoded.latent, &source)?;
     let decoded = fae.decode(&edited)?;
     Ok((encoded, edited, decoded))

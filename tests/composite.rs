@@ -160,6 +160,22 @@ fn the_command_line_composites_with_the_built_in_model() {
     // The crop the encoder saw spans columns 75 to 374; the edited tokens its right third.
     assert!((300..370).any(|x| column(&right, x) != column(&original, x)), "the edit shows");
 
+    // The whole photo on a 16 x 11 grid: the decode has its aspect, and compositing an empty
+    // recipe still gives back the photo.
+    ok(&fae(&["reconstruct", "--whole", "--image", &s(&photo), "--out", &s(&d.join("w.png"))]));
+    assert_eq!(image::image_dimensions(d.join("w.png")).unwrap(), (224, 154));
+    ok(&edit("empty.json", "whole.png", &["--whole", "--composite", "detail"]));
+    assert!(image::open(d.join("whole.png")).unwrap().to_rgb8() == original);
+
+    // Interpolation frames composited into the first photo, at its size.
+    let frames = d.join("frames");
+    let (from, to) = (s(&photo), s(&samples().join("coffee.png")));
+    let args = ["interpolate", "--from", &from, "--to", &to, "--steps", "2", "--composite"];
+    ok(&fae(&[&args[..], &["detail", "--out", &s(&frames)]].concat()));
+    assert_eq!(image::image_dimensions(frames.join("frame_001.png")).unwrap(), (451, 300));
+    assert!(image::open(frames.join("frame_000.png")).unwrap().to_rgb8() == original);
+    assert!(frames.join("contact_sheet.png").exists());
+
     let bad = edit("right.json", "bad.png", &["--composite", "mask", "--feather=-3"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
