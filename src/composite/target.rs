@@ -113,27 +113,24 @@ impl Target {
 
     /// Fills `out` (bounding-box width x 3) with row `y` of the box, given the photo's row.
     pub(super) fn row(&self, y: usize, photo_row: &[f32], out: &mut [f32]) {
+        // Bilinear: the two decode rows are mixed once per row, then per pixel along x only.
         let (r0, r1, fy) = self.rows[y];
-        let (a, b) = (self.small.row(r0), self.small.row(r1));
-        let keep = self.keep.as_ref().map(|k| (k.row(r0), k.row(r1)));
+        let between = |plane: &Plane, shift: &[f32]| -> Vec<f32> {
+            let (a, b) = (plane.row(r0), plane.row(r1));
+            let values = a.iter().zip(b).enumerate();
+            values.map(|(i, (a, b))| a + (b - a) * fy + shift[i % shift.len()]).collect()
+        };
+        let small = between(&self.small, &self.offset);
+        let keep = self.keep.as_ref().map(|k| between(k, &[0.0]));
         let pixels = out.chunks_exact_mut(3).zip(photo_row.chunks_exact(3)).zip(&self.columns);
         for ((px, photo), &(c0, c1, fx)) in pixels {
-            let weight = match keep {
-                Some((ka, kb)) => bilerp(ka[c0], ka[c1], kb[c0], kb[c1], fx, fy),
-                None => 1.0,
-            };
+            let weight = keep.as_ref().map_or(1.0, |k| k[c0] + (k[c1] - k[c0]) * fx);
             for c in 0..3 {
-                let (i0, i1) = (c0 * 3 + c, c1 * 3 + c);
-                let v = bilerp(a[i0], a[i1], b[i0], b[i1], fx, fy);
-                let d = if self.paste { v + self.offset[c] - photo[c] } else { v };
+                let (v0, v1) = (small[c0 * 3 + c], small[c1 * 3 + c]);
+                let v = v0 + (v1 - v0) * fx;
+                let d = if self.paste { v - photo[c] } else { v };
                 px[c] = weight * d;
             }
         }
     }
-}
-
-fn bilerp(a0: f32, a1: f32, b0: f32, b1: f32, fx: f32, fy: f32) -> f32 {
-    let a = a0 + (a1 - a0) * fx;
-    let b = b0 + (b1 - b0) * fx;
-    a + (b - a) * fy
 }
