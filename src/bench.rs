@@ -23,6 +23,7 @@ pub const STAGES: &[&str] = &[
     "generator_step",
     "sample_image",
     "generator_train_step",
+    "composite",
 ];
 
 #[derive(Debug, Serialize)]
@@ -98,6 +99,9 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
         bail!("unknown stage `{stage}` (available: {})", STAGES.join(", "));
     }
     let wanted = |s: &str| options.stage.as_deref().is_none_or(|w| w == s);
+    if wanted("composite") {
+        composite_rows(options.runs, &mut emit)?;
+    }
     for compute in backends(options.backend)? {
         // Brush stroke to regenerated image, through the app's worker (needs a model).
         let has_model = crate::assets::path(crate::fae::DEFAULT_MODEL).is_ok()
@@ -199,6 +203,81 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
                     row("train_step", &name, size, batch, t);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Photo sizes of the composite stage: about 1, 12 and 24 megapixels.
+pub const COMPOSITE_PHOTOS: [(u32, u32); 3] = [(1155, 866), (4000, 3000), (6000, 4000)];
+
+/// Compositing a 224 px decode into photos of 1, 12 and 24 megapixels on the CPU (the stage
+/// runs on the CPU whatever the backend), in place: a corner edit pasted through a 32 px
+/// feather with colour matching, and detail transfer of an edit over the whole image. `size`
+/// is megapixels.
+fn composite_rows(runs: usize, emit: &mut dyn FnMut(&BenchRow)) -> Result<()> {
+    use crate::composite::{CompositeMode, CompositeOptions, Placement, composite_in_place};
+    use image::{Rgb, Rgb32FImage};
+    let decode = |shift: f32| {
+        Rgb32FImage::from_fn(224, 224, |x, y| {
+            Rgb([x as f32 / 224.0, y as f32 / 224.0, (0.5 + shift).min(1.0)])
+        })
+    };
+    let (before, after) = (decode(0.0), decode(0.2));
+    let grid = 16;
+    let corner: Vec<f32> =
+        (0..grid * grid)
+            .map(|i| {
+                if (8..14).contains(&(i / grid)) && (8..14).contains(&(i % grid)) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+    let whole = vec![1.0; grid * grid];
+    let cases = [
+        ("mask corner, feather 32, colour match", CompositeMode::Mask, &corner, true),
+        ("detail whole image, feather 32", CompositeMode::Detail, &whole, false),
+    ];
+    for (w, h) in COMPOSITE_PHOTOS {
+        let mut photo = Rgb32FImage::from_fn(w, h, |x, y| {
+            let t = ((x ^ y) & 7) as f32 / 32.0;
+            Rgb([x as f32 / w as f32, y as f32 / h as f32, t])
+        });
+        let placement = Placement::centre_crop((w, h), (224, 224), (grid, grid));
+        for (name, mode, mask, color_match) in cases {
+            let options = CompositeOptions { mode, color_match, ..Default::default() };
+            let mut failure = None;
+            let (median_ms, min_ms) = time_ms(runs, &crate::backend::cpu().device, || {
+                // In place, as the command line does (the work is the same on every run).
+                let result = composite_in_place(
+                    &mut photo,
+                    Some(&before),
+                    &after,
+                    mask,
+                    &placement,
+                    &options,
+                );
+                if let Err(e) = result {
+                    failure = Some(e);
+                }
+            })?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            emit(&BenchRow {
+                stage: "composite".into(),
+                backend: "cpu".into(),
+                adapter: format!("rayon, {} threads", rayon::current_num_threads()),
+                model: name.into(),
+                size: ((w as f64 * h as f64) / 1e6).round() as usize,
+                batch: 1,
+                runs,
+                median_ms,
+                min_ms,
+                peak_mem_mib: backend::peak_rss_mib(),
+            });
         }
     }
     Ok(())

@@ -37,6 +37,23 @@ pub fn write_png(path: &Path, image: &image::RgbImage) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// Writes a photo as PNG, 16 bits per channel when `sixteen_bit` (else 8): values in [0, 1] are
+/// rounded to the nearest level, so a pixel read from a file of the same depth comes back bit
+/// for bit.
+pub fn write_photo_png(path: &Path, image: image::Rgb32FImage, sixteen_bit: bool) -> Result<()> {
+    let image = image::DynamicImage::ImageRgb32F(image);
+    let image = if sixteen_bit {
+        image::DynamicImage::ImageRgb16(image.to_rgb16())
+    } else {
+        image::DynamicImage::ImageRgb8(image.to_rgb8())
+    };
+    let mut bytes = Vec::new();
+    image
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .context("cannot encode PNG")?;
+    write_atomic(path, &bytes)
+}
+
 /// Serialises f32 tensors (name, shape, values) with string metadata to a safetensors file.
 pub fn write_safetensors(
     path: &Path,

@@ -70,18 +70,47 @@ pub fn fit_and_crop(image: &Rgb32FImage, width: u32, height: u32) -> Rgb32FImage
     if (w, h) == (width, height) {
         return image.clone();
     }
-    let scale = (width as f64 / w as f64).max(height as f64 / h as f64);
-    let (rw, rh) = (
-        ((w as f64 * scale).round() as u32).max(width),
-        ((h as f64 * scale).round() as u32).max(height),
-    );
+    let FitCrop { resized: (rw, rh), offset: (x, y) } = fit_crop(w, h, width, height);
     let resized = if (rw, rh) == (w, h) {
         image.clone()
     } else {
         image::imageops::resize(image, rw, rh, FilterType::CatmullRom)
     };
-    let (x, y) = ((rw - width) / 2, (rh - height) / 2);
     image::imageops::crop_imm(&resized, x, y, width, height).to_image()
+}
+
+/// How [`fit_and_crop`] takes a `width x height` picture from a `w x h` image: the size it
+/// resizes to, then the top-left corner of the crop in the resized image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FitCrop {
+    pub resized: (u32, u32),
+    pub offset: (u32, u32),
+}
+
+pub fn fit_crop(w: u32, h: u32, width: u32, height: u32) -> FitCrop {
+    if (w, h) == (width, height) {
+        return FitCrop { resized: (w, h), offset: (0, 0) };
+    }
+    let scale = (width as f64 / w as f64).max(height as f64 / h as f64);
+    let (rw, rh) = (
+        ((w as f64 * scale).round() as u32).max(width),
+        ((h as f64 * scale).round() as u32).max(height),
+    );
+    FitCrop { resized: (rw, rh), offset: ((rw - width) / 2, (rh - height) / 2) }
+}
+
+/// Whether the file stores more than 8 bits per channel (16-bit PNG or TIFF): such a photo is
+/// written back as 16-bit PNG so that untouched pixels keep every bit. Reads the header only.
+pub fn is_high_bit_depth(path: &Path) -> Result<bool> {
+    let shown = path.display();
+    let reader = ImageReader::open(path)
+        .with_context(|| format!("cannot open {shown}"))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {shown}"))?;
+    let decoder =
+        reader.into_decoder().map_err(|e| anyhow::anyhow!("cannot decode {shown}: {e}"))?;
+    let color = decoder.color_type();
+    Ok(color.bytes_per_pixel() > color.channel_count())
 }
 
 /// Normalised pixels `[1, 3, H, W]` for an encoder with the given per-channel mean and std.

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod backend;
 pub mod bench;
 pub mod bug;
+pub mod composite;
 pub mod edit;
 pub mod encoders;
 pub mod evaluate;

@@ -9,14 +9,15 @@ use clap::{Parser, Subcommand};
 
 use fae_studio::backend::{self, BackendChoice};
 use fae_studio::bench::{self, BenchOptions};
+use fae_studio::composite::{self, CompositeMode, CompositeOptions};
 use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
 use fae_studio::evaluate;
 use fae_studio::fae::{self, CheckpointFile, Fae};
 use fae_studio::features;
-use fae_studio::fsutil::write_png;
 use fae_studio::fsutil::write_safetensors;
+use fae_studio::fsutil::{write_photo_png, write_png};
 use fae_studio::generator::flow::TimeSampling;
 use fae_studio::generator::train::{GeneratorTrainOptions, train_generator};
 use fae_studio::generator::{
@@ -28,7 +29,7 @@ use fae_studio::grid::Grid;
 /// fresh mmap whose pages the kernel faulted in and zeroed again, on every operation.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use fae_studio::image_io::to_rgb8;
+use fae_studio::image_io::{is_high_bit_depth, to_rgb8};
 use fae_studio::pipeline;
 use fae_studio::train::{self, Stage, TrainOptions};
 use fae_studio::weights::WeightFile;
@@ -100,6 +101,10 @@ enum Command {
         model: Option<PathBuf>,
         #[arg(long)]
         size: Option<usize>,
+        /// Encode the whole photo on a grid of its aspect whose longer side is --size, instead
+        /// of the centre square.
+        #[arg(long)]
+        whole: bool,
         #[arg(long)]
         out: PathBuf,
     },
@@ -127,8 +132,14 @@ enum Command {
         generator: Option<PathBuf>,
         #[arg(long)]
         size: Option<usize>,
+        /// Encode the whole photo on a grid of its aspect whose longer side is --size, instead
+        /// of the centre square (sources are fitted to the same size).
+        #[arg(long)]
+        whole: bool,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        composite: CompositeArgs,
     },
     /// Frames between two images' latents, the ends being their reconstructions.
     Interpolate {
@@ -146,6 +157,8 @@ enum Command {
         size: Option<usize>,
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        composite: CompositeArgs,
     },
     /// Inspection pictures (PCA, channels, similarity, preservation and cycle maps) and metrics.json.
     Inspect {
@@ -205,6 +218,41 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Putting the result back into the photo (`edit`, `interpolate`).
+#[derive(clap::Args)]
+struct CompositeArgs {
+    /// `mask`: paste the edited region into the photo through a feathered mask; `detail`: add
+    /// the decoded change to the photo; both write the photo's own resolution (16-bit PNG for a
+    /// 16-bit photo). `off`: the plain decode.
+    #[arg(long, value_enum, default_value_t = CompositeMode::Off)]
+    composite: CompositeMode,
+    /// Widest blend transition, in pixels of the photo; nothing farther from the edit changes.
+    #[arg(long, default_value_t = composite::DEFAULT_FEATHER)]
+    feather: f32,
+    /// Match the pasted region's colour and brightness to the photo around it.
+    #[arg(long)]
+    color_match: bool,
+    /// How much of the decoded change `--composite detail` adds.
+    #[arg(long, default_value_t = 1.0)]
+    detail_strength: f32,
+    /// Keep the photo where the decode changed by less than this (mean over channels, 0..1;
+    /// 0: off).
+    #[arg(long, default_value_t = 0.0)]
+    preserve: f32,
+}
+
+impl CompositeArgs {
+    fn options(&self) -> CompositeOptions {
+        CompositeOptions {
+            mode: self.composite,
+            feather: self.feather,
+            color_match: self.color_match,
+            strength: self.detail_strength,
+            preserve: self.preserve,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -491,10 +539,14 @@ fn run(cli: Cli) -> Result<()> {
             });
             println!("step {}, {}{val}", summary.step, loss_text(summary.last_loss));
         }
-        Command::Reconstruct { image, model, size, out } => {
+        Command::Reconstruct { image, model, size, whole, out } => {
             let compute = backend::select(cli.backend)?;
             let fae = Fae::load(model.as_deref(), &compute.device)?;
-            let r = fae.reconstruct(&image, size)?;
+            let r = if whole {
+                fae.reconstruct_encoded(fae.encode_whole(&image, size)?)?
+            } else {
+                fae.reconstruct(&image, size)?
+            };
             write_png(&out, &to_rgb8(&r.decoded.image))?;
             println!(
                 "PSNR {:.2} dB, SSIM {:.4}, feature cosine {:.4}, cycle cosine {:.4}",
@@ -521,7 +573,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             eprintln!("{}: latent {}x{}x{}", out.display(), l.height, l.width, l.channels);
         }
-        Command::Edit { image, recipe, model, generator, size, out } => {
+        Command::Edit { image, recipe, model, generator, size, whole, out, composite } => {
             let compute = backend::select(cli.backend)?;
             let parsed = Recipe::load(&recipe)?;
             // With a generator, its own FAE model (checked against --model) does the editing.
@@ -538,9 +590,16 @@ fn run(cli: Cli) -> Result<()> {
             };
             let base = recipe.parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let start = std::time::Instant::now();
-            let (_, _, decoded) =
-                pipeline::edit(fae, &image, &parsed, size, base, generator.as_ref())?;
-            write_png(&out, &to_rgb8(&decoded.image))?;
+            let (encoded, _, decoded) =
+                pipeline::edit(fae, &image, &parsed, (size, whole), base, generator.as_ref())?;
+            let options = composite.options();
+            if options.mode == CompositeMode::Off {
+                write_png(&out, &to_rgb8(&decoded.image))?;
+            } else {
+                let photo =
+                    pipeline::composite_edit(fae, &image, &parsed, &encoded, &decoded, &options)?;
+                write_photo_png(&out, photo, is_high_bit_depth(&image)?)?;
+            }
             eprintln!(
                 "{}: {} edits in {:.0} ms",
                 out.display(),
@@ -548,14 +607,16 @@ fn run(cli: Cli) -> Result<()> {
                 start.elapsed().as_secs_f64() * 1e3
             );
         }
-        Command::Interpolate { from, to, steps, mode, model, size, out } => {
+        Command::Interpolate { from, to, steps, mode, model, size, out, composite } => {
             let compute = backend::select(cli.backend)?;
             let fae = Fae::load(model.as_deref(), &compute.device)?;
             let mode = match mode {
                 Mode::Lerp => InterpMode::Lerp,
                 Mode::Slerp => InterpMode::Slerp,
             };
-            let frames = pipeline::interpolate(&fae, &from, &to, steps, mode, size, &out)?;
+            let options = composite.options();
+            let frames =
+                pipeline::interpolate(&fae, &from, &to, steps, mode, size, &out, &options)?;
             eprintln!("{}: {} frames and contact_sheet.png", out.display(), frames.len());
         }
         Command::Inspect { image, with, token, model, size, out } => {

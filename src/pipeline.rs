@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use image::{Rgb, RgbImage};
+use image::{Rgb, Rgb32FImage, RgbImage};
 use serde_json::json;
 
+use crate::composite::{CompositeMode, CompositeOptions, Placement, composite, composite_in_place};
 use crate::edit::ops::{self, Harmonise, InterpMode, LatentSource};
 use crate::edit::recipe::Recipe;
 use crate::fae::{Decoded, Encoded, Fae};
-use crate::fsutil::{write_atomic, write_png};
+use crate::fsutil::{write_atomic, write_photo_png, write_png};
 use crate::generator::Generator;
 use crate::grid::Grid;
-use crate::image_io::to_rgb8;
+use crate::image_io::{is_high_bit_depth, load_rgb, to_rgb8};
 use crate::inspect::{self, Upscale};
 use crate::metrics;
 use crate::pca::Pca;
@@ -28,12 +29,16 @@ pub struct EncodingSource<'a> {
     pub base_dir: PathBuf,
     /// Runs `harmonise` edits; without one they fail with a clear message.
     pub generator: Option<&'a Generator>,
+    /// When set, sources are fitted to this `(width, height)` instead of `size` (to match a
+    /// base encoded whole, on a non-square grid).
+    pub work_size: Option<(usize, usize)>,
     cache: RefCell<HashMap<PathBuf, Grid>>,
 }
 
 impl<'a> EncodingSource<'a> {
     pub fn new(fae: &'a Fae, size: Option<usize>, base_dir: PathBuf) -> Self {
-        Self { fae, size, base_dir, generator: None, cache: RefCell::new(HashMap::new()) }
+        let cache = RefCell::new(HashMap::new());
+        Self { fae, size, base_dir, generator: None, work_size: None, cache }
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -48,7 +53,10 @@ impl LatentSource for EncodingSource<'_> {
         if let Some(grid) = self.cache.borrow().get(&path) {
             return Ok(grid.clone());
         }
-        let latent = self.fae.encode_image(&path, self.size)?.latent;
+        let latent = match self.work_size {
+            Some(size) => self.fae.encode_fitted(&load_rgb(&path)?, size)?.latent,
+            None => self.fae.encode_image(&path, self.size)?.latent,
+        };
         self.cache.borrow_mut().insert(path, latent.clone());
         Ok(latent)
     }
@@ -67,25 +75,78 @@ impl LatentSource for EncodingSource<'_> {
     }
 }
 
-/// Encodes `image`, replays `recipe` on its latent and decodes the result; `generator` runs any
-/// `harmonise` edits.
+/// Encodes `image` (its centre square, or with `whole` all of it on a grid of its aspect whose
+/// longer side is `size`), replays `recipe` on its latent and decodes the result; `generator`
+/// runs any `harmonise` edits.
 pub fn edit(
     fae: &Fae,
     image: &Path,
     recipe: &Recipe,
-    size: Option<usize>,
+    (size, whole): (Option<usize>, bool),
     base_dir: PathBuf,
     generator: Option<&Generator>,
 ) -> Result<(Encoded, Grid, Decoded)> {
-    let encoded = fae.encode_image(image, size)?;
+    let encoded =
+        if whole { fae.encode_whole(image, size)? } else { fae.encode_image(image, size)? };
     let mut source = EncodingSource::new(fae, size, base_dir);
     source.generator = generator;
+    if whole {
+        let (w, h) = encoded.image.dimensions();
+        source.work_size = Some((w as usize, h as usize));
+    }
     let edited = recipe.replay(&encoded.latent, &source)?;
     let decoded = fae.decode(&edited)?;
     Ok((encoded, edited, decoded))
 }
 
+/// `image` (the photo file) with the result of [`edit`] composited in at the photo's own
+/// resolution; the mask is the union of the recipe's edit masks.
+pub fn composite_edit(
+    fae: &Fae,
+    image: &Path,
+    recipe: &Recipe,
+    encoded: &Encoded,
+    decoded: &Decoded,
+    options: &CompositeOptions,
+) -> Result<Rgb32FImage> {
+    if options.mode == CompositeMode::Off {
+        return Ok(decoded.image.clone());
+    }
+    let mut photo = load_rgb(image)?;
+    let mask = recipe.token_mask(encoded.latent.height, encoded.latent.width)?;
+    let decoded_original = decode_original_if_needed(fae, encoded, &mask, options)?;
+    let placement = placement_of(&photo, encoded);
+    let edit = &decoded.image;
+    composite_in_place(&mut photo, decoded_original.as_ref(), edit, &mask, &placement, options)?;
+    Ok(photo)
+}
+
+/// Where `encoded`'s crop and tokens lie in `original`, the photo it was encoded from.
+pub fn placement_of(original: &Rgb32FImage, encoded: &Encoded) -> Placement {
+    let grid = (encoded.latent.height, encoded.latent.width);
+    Placement::centre_crop(original.dimensions(), encoded.image.dimensions(), grid)
+}
+
+/// The decode of the unedited latent, when the composite needs it (detail transfer or soft
+/// preservation of an edit that touches something).
+pub fn decode_original_if_needed(
+    fae: &Fae,
+    encoded: &Encoded,
+    mask: &[f32],
+    options: &CompositeOptions,
+) -> Result<Option<Rgb32FImage>> {
+    let needed = options.mode == CompositeMode::Detail || options.preserve > 0.0;
+    if options.mode == CompositeMode::Off || !needed || !mask.iter().any(|&m| m > 0.0) {
+        return Ok(None);
+    }
+    Ok(Some(fae.decode(&encoded.latent)?.image))
+}
+
 /// Writes `steps` frames from A to B (the ends are the plain reconstructions) and a contact sheet.
+///
+/// With compositing, every frame is A's photo at its own resolution taking on the frame
+/// (the whole image is the edit's mask), and the contact sheet shows them at the decode's height.
+#[allow(clippy::too_many_arguments)]
 pub fn interpolate(
     fae: &Fae,
     from: &Path,
@@ -94,27 +155,60 @@ pub fn interpolate(
     mode: InterpMode,
     size: Option<usize>,
     out: &Path,
+    compositing: &CompositeOptions,
 ) -> Result<Vec<PathBuf>> {
     if steps < 2 {
         bail!("--steps must be at least 2 (the two ends)");
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let a = fae.encode_image(from, size)?.latent;
+    let encoded = fae.encode_image(from, size)?;
+    let a = &encoded.latent;
     let b = fae.encode_image(to, size)?.latent;
     if !a.same_shape(&b) {
         bail!("the two images give latents of different shapes");
     }
+    let photo = match compositing.mode {
+        CompositeMode::Off => None,
+        _ => {
+            let original = load_rgb(from)?;
+            let whole = vec![1.0; a.tokens()];
+            let decoded_a = decode_original_if_needed(fae, &encoded, &whole, compositing)?;
+            let sixteen_bit = is_high_bit_depth(from)?;
+            Some((placement_of(&original, &encoded), original, whole, decoded_a, sixteen_bit))
+        }
+    };
     let mut frames = Vec::new();
     let mut paths = Vec::new();
     for i in 0..steps {
         let t = i as f32 / (steps - 1) as f32;
         let latent = match mode {
-            InterpMode::Lerp => ops::lerp(&a, &b, t)?,
-            InterpMode::Slerp => ops::slerp(&a, &b, t)?,
+            InterpMode::Lerp => ops::lerp(a, &b, t)?,
+            InterpMode::Slerp => ops::slerp(a, &b, t)?,
         };
-        let image = to_rgb8(&fae.decode(&latent)?.image);
+        let decoded = fae.decode(&latent)?.image;
         let path = out.join(format!("frame_{i:03}.png"));
-        write_png(&path, &image)?;
+        let image = match &photo {
+            None => {
+                let image = to_rgb8(&decoded);
+                write_png(&path, &image)?;
+                image
+            }
+            Some((placement, original, whole, decoded_a, sixteen_bit)) => {
+                let frame = composite(
+                    original,
+                    decoded_a.as_ref(),
+                    &decoded,
+                    whole,
+                    placement,
+                    compositing,
+                )?;
+                let height = decoded.height();
+                let width = (frame.width() as u64 * height as u64 / frame.height() as u64) as u32;
+                let thumbnail = to_rgb8(&image::imageops::thumbnail(&frame, width.max(1), height));
+                write_photo_png(&path, frame, *sixteen_bit)?;
+                thumbnail
+            }
+        };
         frames.push(image);
         paths.push(path);
     }

@@ -8,8 +8,9 @@ use egui::Color32;
 
 use super::AppState;
 use super::state::ThemeChoice;
-use crate::fsutil::{write_png, write_safetensors};
-use crate::image_io::to_rgb8;
+use crate::composite::{CompositeMode, CompositeOptions, Placement, composite_in_place};
+use crate::fsutil::{write_photo_png, write_png, write_safetensors};
+use crate::image_io::{is_high_bit_depth, load_rgb, to_rgb8};
 
 /// The keyboard shortcuts, as listed in the help window.
 pub const SHORTCUTS: &[(&str, &str)] = &[
@@ -30,6 +31,8 @@ pub enum ExportView {
     Original,
     Reconstruction,
     Edited,
+    /// The edit composited into the photo at the photo's own resolution (8 or 16-bit PNG).
+    EditedPhoto,
     Inspector,
 }
 
@@ -42,6 +45,30 @@ impl AppState {
             ExportView::Original => to_rgb8(&a.image),
             ExportView::Reconstruction => to_rgb8(&a.recon),
             ExportView::Edited => to_rgb8(doc.edited.as_ref().map_or(&a.recon, |e| &e.image)),
+            ExportView::EditedPhoto => {
+                // Mask mode with colour matching, as Krita AI Diffusion does by default.
+                let edited = doc.edited.as_ref().map_or(&a.recon, |e| &e.image);
+                let recipe = doc.history.as_ref().map(|h| h.recipe().clone()).unwrap_or_default();
+                let grid = (a.latent.height, a.latent.width);
+                let mask = recipe.token_mask(grid.0, grid.1)?;
+                let mut photo = load_rgb(&doc.path)?;
+                let placement =
+                    Placement::centre_crop(photo.dimensions(), a.image.dimensions(), grid);
+                let options = CompositeOptions {
+                    mode: CompositeMode::Mask,
+                    color_match: true,
+                    ..Default::default()
+                };
+                composite_in_place(
+                    &mut photo,
+                    Some(&a.recon),
+                    edited,
+                    &mask,
+                    &placement,
+                    &options,
+                )?;
+                return write_photo_png(path, photo, is_high_bit_depth(&doc.path)?);
+            }
             ExportView::Inspector => super::inspector::current_picture(self, 16)
                 .context("the inspector shows no picture (hover a token for similarity)")?,
         };
@@ -128,6 +155,7 @@ pub fn menu_bar(ui: &mut egui::Ui, st: &mut AppState) {
                 ("Export original PNG…", ExportView::Original),
                 ("Export reconstruction PNG…", ExportView::Reconstruction),
                 ("Export edited PNG…", ExportView::Edited),
+                ("Export edited photo, full resolution…", ExportView::EditedPhoto),
                 ("Export inspector view PNG…", ExportView::Inspector),
             ] {
                 if ui.button(label).clicked()

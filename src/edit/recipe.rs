@@ -128,6 +128,23 @@ impl Recipe {
         Ok(latent)
     }
 
+    /// Where the recipe may change the latent of a `height x width` grid: per token, the
+    /// largest mask weight of its edits, an edit without a mask covering every token. All zeros
+    /// for an empty recipe.
+    pub fn token_mask(&self, height: usize, width: usize) -> Result<Vec<f32>> {
+        let mut union = vec![0.0f32; height * width];
+        for (i, edit) in self.edits.iter().enumerate() {
+            match edit.mask() {
+                Some(mask) => {
+                    let weights = mask.rasterise(height, width).with_context(|| label(i, edit))?;
+                    union.iter_mut().zip(weights).for_each(|(u, w)| *u = u.max(w));
+                }
+                None => union.fill(1.0),
+            }
+        }
+        Ok(union)
+    }
+
     /// A 64-bit FNV-1a hash of the recipe's compact JSON: equal recipes hash equal, in every run
     /// and build, so a regenerator can skip work when the recipe has not changed.
     pub fn fingerprint(&self) -> u64 {
@@ -433,5 +450,22 @@ mod tests {
         b.edits.pop();
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_ne!(Recipe::default().fingerprint(), a.fingerprint());
+    }
+
+    #[test]
+    fn token_mask_is_the_union_of_the_edits_masks() {
+        assert_eq!(Recipe::default().token_mask(2, 4).unwrap(), vec![0.0; 8]);
+        let left = Edit::Transplant {
+            source: "B.png".into(),
+            mask: Mask::rect(0.0, 0.0, 0.25, 1.0),
+            strength: 1.0,
+        };
+        let right =
+            Edit::ZeroChannels { channels: vec![0], mask: Some(Mask::rect(0.75, 0.0, 1.0, 1.0)) };
+        let masked = Recipe::new(vec![left.clone(), right]);
+        assert_eq!(masked.token_mask(1, 4).unwrap(), vec![1.0, 0.0, 0.0, 1.0]);
+        // An edit without a mask covers the whole image.
+        let whole = Edit::ScaleChannels { channels: vec![0], factor: 2.0, mask: None };
+        assert_eq!(Recipe::new(vec![left, whole]).token_mask(1, 4).unwrap(), vec![1.0; 4]);
     }
 }

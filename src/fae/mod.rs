@@ -302,6 +302,34 @@ impl Fae {
         self.encode_pixels(pixels, image)
     }
 
+    /// The working size `(width, height)` that encodes the whole of a photo of `photo` pixels:
+    /// its longer side `long_side` (the model's training size when `None`), each side rounded
+    /// to a multiple of the patch size.
+    pub fn whole_size(&self, photo: (u32, u32), long_side: Option<usize>) -> (usize, usize) {
+        let p = self.config.patch_size;
+        let long = long_side.unwrap_or(self.config.image_size) as f64;
+        let scale = long / photo.0.max(photo.1).max(1) as f64;
+        let side = |s: u32| ((s as f64 * scale / p as f64).round() as usize).max(1) * p;
+        (side(photo.0), side(photo.1))
+    }
+
+    /// Encodes the whole photo, not its centre square, on a grid of its own aspect (see
+    /// [`Fae::whole_size`]; rounding to the patch size crops at most half a patch at the edges).
+    pub fn encode_whole(&self, path: &Path, long_side: Option<usize>) -> Result<Encoded> {
+        let photo = image_io::load_rgb(path)?;
+        let size = self.whole_size(photo.dimensions(), long_side);
+        self.encode_fitted(&photo, size)
+    }
+
+    /// Encodes `photo` fitted to `(width, height)`: shorter side resized, centre cropped.
+    pub fn encode_fitted(&self, photo: &Rgb32FImage, (w, h): (usize, usize)) -> Result<Encoded> {
+        let info = self.encoder.info();
+        info.check_size(h, w)?;
+        let image = image_io::fit_and_crop(photo, w as u32, h as u32);
+        let pixels = image_io::to_tensor(&image, info.mean, info.std, &self.device);
+        self.encode_pixels(pixels, image)
+    }
+
     fn encode_pixels(&self, pixels: Tensor<4>, image: Rgb32FImage) -> Result<Encoded> {
         let tokens = self.encoder.forward(pixels).patch_tokens;
         let [_, gh, gw, d] = tokens.dims();
@@ -346,7 +374,11 @@ impl Fae {
 
     /// Encode then decode, with the quality figures.
     pub fn reconstruct(&self, path: &Path, size: Option<usize>) -> Result<Reconstruction> {
-        let encoded = self.encode_image(path, size)?;
+        self.reconstruct_encoded(self.encode_image(path, size)?)
+    }
+
+    /// Decodes an encoded image, with the quality figures.
+    pub fn reconstruct_encoded(&self, encoded: Encoded) -> Result<Reconstruction> {
         let decoded = self.decode(&encoded.latent)?;
         let grid = (encoded.latent.height, encoded.latent.width);
         let cycle = self.features_of(&decoded.image, grid);

@@ -120,6 +120,13 @@ fn recipes_and_exports_round_trip() {
         let img = image::open(dir.path().join(name)).unwrap();
         assert!(img.width() >= 56, "{name}: {}", img.width());
     }
+    // The edited photo keeps the photo's own size.
+    st.export_png(ExportView::EditedPhoto, &dir.path().join("p.png")).unwrap();
+    let photo = &st.active_doc().unwrap().path;
+    assert_eq!(
+        image::image_dimensions(dir.path().join("p.png")).unwrap(),
+        image::image_dimensions(photo).unwrap()
+    );
     st.export_latent(&dir.path().join("l.safetensors")).unwrap();
     let bytes = std::fs::read(dir.path().join("l.safetensors")).unwrap();
     let st_file = safetensors::SafeTensors::deserialize(&bytes).unwrap();

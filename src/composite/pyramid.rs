@@ -1,0 +1,163 @@
+//! The multi-band blend: a Laplacian pyramid of `target - photo` over the bounding box, each
+//! band weighted by the mask at its level, collapsed straight into the photo's rows.
+
+use image::Rgb32FImage;
+use rayon::prelude::*;
+
+use super::Rect;
+use super::target::Target;
+
+/// A picture of `channels` interleaved f32 values per pixel.
+pub(super) struct Plane {
+    pub(super) width: usize,
+    pub(super) height: usize,
+    pub(super) channels: usize,
+    pub(super) data: Vec<f32>,
+}
+
+impl Plane {
+    pub(super) fn zeros(width: usize, height: usize, channels: usize) -> Self {
+        Self { width, height, channels, data: vec![0.0; width * height * channels] }
+    }
+
+    pub(super) fn row(&self, y: usize) -> &[f32] {
+        let n = self.width * self.channels;
+        &self.data[y * n..(y + 1) * n]
+    }
+
+    pub(super) fn rows_mut(&mut self) -> rayon::slice::ChunksMut<'_, f32> {
+        let n = self.width * self.channels;
+        self.data.par_chunks_mut(n)
+    }
+}
+
+/// Reduces a picture of `width x height` (given row by row) to half size with the separable
+/// `[1 3 3 1] / 8` filter: coarse pixel i sits between fine pixels 2i and 2i + 1.
+fn reduce(width: usize, height: usize, row: &(dyn Fn(usize, &mut [f32]) + Sync)) -> Plane {
+    const TAPS: [(isize, f32); 4] = [(-1, 0.125), (0, 0.375), (1, 0.375), (2, 0.125)];
+    let (w, h) = (width.div_ceil(2), height.div_ceil(2));
+    let mut out = Plane::zeros(w, h, 3);
+    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+    out.rows_mut().enumerate().for_each_init(
+        || vec![0f32; width * 3],
+        |fine, (j, coarse)| {
+            for (dy, wy) in TAPS {
+                row(clamp(2 * j as isize + dy, height), fine);
+                for (i, px) in coarse.chunks_exact_mut(3).enumerate() {
+                    for (dx, wx) in TAPS {
+                        let x = clamp(2 * i as isize + dx, width);
+                        for c in 0..3 {
+                            px[c] += wy * wx * fine[x * 3 + c];
+                        }
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// Row `y` of `coarse` expanded bilinearly to twice its size (`width` pixels wide): fine pixel
+/// 2i takes 3/4 of coarse pixel i and 1/4 of i - 1, fine pixel 2i + 1 3/4 of i and 1/4 of i + 1.
+fn expand_row(coarse: &Plane, y: usize, width: usize, between: &mut [f32], out: &mut [f32]) {
+    let near = |i: usize, n: usize| {
+        if i.is_multiple_of(2) { (i / 2).saturating_sub(1) } else { (i / 2 + 1).min(n - 1) }
+    };
+    let (a, b) = (coarse.row(y / 2), coarse.row(near(y, coarse.height)));
+    for ((v, &a), &b) in between.iter_mut().zip(a).zip(b) {
+        *v = 0.75 * a + 0.25 * b;
+    }
+    for (x, px) in out[..width * 3].chunks_exact_mut(3).enumerate() {
+        let (i, n) = (x / 2, near(x, coarse.width));
+        for c in 0..3 {
+            px[c] = 0.75 * between[i * 3 + c] + 0.25 * between[n * 3 + c];
+        }
+    }
+}
+
+/// The multi-band blend: `photo += collapse(alpha_k * laplacian_k(target - photo))` inside
+/// `bbox`.
+pub(super) fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) {
+    let (bw, bh) = (bbox.width(), bbox.height());
+    let top = alphas.len() - 1;
+    let values = photo.as_raw();
+    let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
+    // Differences at levels 1..=top (index k - 1).
+    let mut deltas: Vec<Plane> = Vec::with_capacity(top);
+    for alpha in &alphas[1..] {
+        let plane = match deltas.last() {
+            None => reduce(bw, bh, &level0),
+            Some(fine) => {
+                let copy = |y: usize, out: &mut [f32]| out.copy_from_slice(fine.row(y));
+                reduce(fine.width, fine.height, &copy)
+            }
+        };
+        debug_assert_eq!((plane.width, plane.height), (alpha.width, alpha.height));
+        deltas.push(plane);
+    }
+    // Collapse from the top: C_top = a_top d_top, C_k = a_k (d_k - E d_k+1) + E C_k+1, keeping
+    // (d_k, C_k) for the level below.
+    let mut upper: Option<(Plane, Plane)> = None;
+    for k in (1..=top).rev() {
+        let d = deltas.pop().expect("one difference per level");
+        let band = collapse_level(&d, &alphas[k], upper.as_ref());
+        upper = Some((d, band));
+    }
+    let width = photo.width() as usize;
+    let alpha = &alphas[0];
+    let rows = photo.par_chunks_mut(width * 3).enumerate().skip(bbox.y0 as usize).take(bh);
+    rows.for_each_init(
+        || (vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3]),
+        |(d, between, ed, ec), (oy, row)| {
+            let y = oy - bbox.y0 as usize;
+            let row = &mut row[bbox.x0 as usize * 3..bbox.x1 as usize * 3];
+            target.row(y, row, d);
+            if let Some((cd, cc)) = &upper {
+                expand_row(cd, y, bw, &mut between[..cd.width * 3], ed);
+                expand_row(cc, y, bw, &mut between[..cc.width * 3], ec);
+            } else {
+                ed.fill(0.0);
+                ec.fill(0.0);
+            }
+            for (p, v) in row.iter_mut().zip(band_values(alpha.row(y), d, ed, ec)) {
+                *p += v;
+            }
+        },
+    );
+}
+
+/// `alpha (d - ed) + ec` along a row: `alpha` per pixel, the rest per value.
+fn band_values<'a>(
+    alpha: &'a [f32],
+    d: &'a [f32],
+    ed: &'a [f32],
+    ec: &'a [f32],
+) -> impl Iterator<Item = f32> + 'a {
+    let values = d.iter().zip(ed).zip(ec).enumerate();
+    values.map(move |(i, ((d, ed), ec))| alpha[i / 3] * (d - ed) + ec)
+}
+
+/// `alpha (d - E d_up) + E c_up` at one level, or `alpha d` at the top (`upper` = None).
+fn collapse_level(d: &Plane, alpha: &Plane, upper: Option<&(Plane, Plane)>) -> Plane {
+    let width = d.width;
+    let mut band = Plane::zeros(width, d.height, 3);
+    band.rows_mut().enumerate().for_each_init(
+        || (vec![0f32; width * 3], vec![0f32; width * 3], vec![0f32; width * 3]),
+        |(between, ed, ec), (y, row)| {
+            match upper {
+                Some((du, cu)) => {
+                    expand_row(du, y, width, &mut between[..du.width * 3], ed);
+                    expand_row(cu, y, width, &mut between[..cu.width * 3], ec);
+                }
+                None => {
+                    ed.fill(0.0);
+                    ec.fill(0.0);
+                }
+            }
+            for (p, v) in row.iter_mut().zip(band_values(alpha.row(y), d.row(y), ed, ec)) {
+                *p = v;
+            }
+        },
+    );
+    band
+}
