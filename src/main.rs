@@ -13,7 +13,7 @@ use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
 use fae_studio::evaluate;
-use fae_studio::fae::{self, CheckpointFile, Fae};
+use fae_studio::fae::{self, CheckpointFile, Fae, PixelHead};
 use fae_studio::features;
 use fae_studio::fsutil::write_png;
 use fae_studio::fsutil::write_safetensors;
@@ -314,6 +314,19 @@ struct TrainArgs {
     /// Largest feature cache size in GiB.
     #[arg(long, default_value_t = 4.0)]
     cache_gb: f64,
+    /// Pixel decoder head of a new model (default linear). With --from, the other kind than the
+    /// checkpoint's starts a fresh head on its pixel decoder: `--stage pixel --pixel-head conv`.
+    #[arg(long, value_enum)]
+    pixel_head: Option<PixelHeadKind>,
+}
+
+/// `--pixel-head`: the kinds of [`PixelHead`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PixelHeadKind {
+    /// A linear layer per token (leaves a patch grid).
+    Linear,
+    /// Coarse map, 3x3 convolutions across patches and 2x upsampling.
+    Conv,
 }
 
 #[derive(clap::Args)]
@@ -483,6 +496,10 @@ fn run(cli: Cli) -> Result<()> {
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
+            o.pixel_head = args.pixel_head.map(|kind| match kind {
+                PixelHeadKind::Linear => PixelHead::Linear,
+                PixelHeadKind::Conv => PixelHead::conv(),
+            });
             install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train::train(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
