@@ -23,6 +23,7 @@ use fae_studio::generator::{
     self, Generator, GeneratorFile, GeneratorSize, SampleOptions, Sampler, sample_to_folder,
 };
 use fae_studio::grid::Grid;
+use fae_studio::heldout;
 
 /// mimalloc keeps freed tensor buffers for reuse. With glibc's allocator each large tensor was a
 /// fresh mmap whose pages the kernel faulted in and zeroed again, on every operation.
@@ -184,15 +185,26 @@ enum Command {
     TrainGenerator(TrainGeneratorArgs),
     /// Generate new images with a trained generator: N PNGs and contact_sheet.png.
     Sample(SampleArgs),
-    /// Compare generated images with real ones: FD-DINOv2, precision and recall.
+    /// Compare generated images with real ones: FD-DINOv2, precision and recall. With
+    /// --reconstruct: regenerate every image of a folder (e.g. the held-out set of
+    /// tools/fetch_heldout.sh) and report PSNR, SSIM, cycle cosine, blockiness, detail kept.
     Evaluate {
-        #[arg(long)]
-        real: PathBuf,
-        #[arg(long)]
-        generated: PathBuf,
+        #[arg(long, required_unless_present = "reconstruct")]
+        real: Option<PathBuf>,
+        #[arg(long, required_unless_present = "reconstruct")]
+        generated: Option<PathBuf>,
         /// Feature encoder (default: the built-in DINOv2-S; FD-DINOv2 papers use dinov2-large).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reconstruct")]
         encoder: Option<String>,
+        /// Folder of photos (searched recursively) to take through the model's round trip.
+        #[arg(long, conflicts_with_all = ["real", "generated"])]
+        reconstruct: Option<PathBuf>,
+        /// With --reconstruct: the FAE checkpoint (the built-in model when omitted).
+        #[arg(long, requires = "reconstruct")]
+        model: Option<PathBuf>,
+        /// With --reconstruct: the working size in pixels (centre crops).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
         #[arg(long)]
         json: bool,
     },
@@ -658,7 +670,30 @@ fn run(cli: Cli) -> Result<()> {
                 secs * 1e3 / paths.len() as f64
             );
         }
-        Command::Evaluate { real, generated, encoder, json } => {
+        Command::Evaluate { reconstruct: Some(dir), model, size, json, .. } => {
+            let compute = backend::select(cli.backend)?;
+            let fae = Fae::load(model.as_deref(), &compute.device)?;
+            let name = model.map_or("built-in".to_string(), |p| p.display().to_string());
+            let report = heldout::evaluate(&fae, &name, &dir, size)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let a = &report.all;
+                println!(
+                    "PSNR {:.2} dB, SSIM {:.4}, cycle cosine {:.4}",
+                    a.psnr, a.ssim, a.cycle_cosine
+                );
+                println!(
+                    "blockiness {:.3} (originals {:.3}), high-frequency ratio {:.3}",
+                    a.blockiness, a.blockiness_originals, a.high_frequency_ratio
+                );
+                eprintln!("{} images at {size} px, {:.2} images/s", a.images, report.images_per_s);
+            }
+        }
+        Command::Evaluate { real, generated, encoder, json, .. } => {
+            let (Some(real), Some(generated)) = (real, generated) else {
+                bail!("evaluate needs --real and --generated, or --reconstruct");
+            };
             let compute = backend::select(cli.backend)?;
             let encoder = source::load(encoder.as_deref(), &compute.device)?;
             let e = evaluate::evaluate(encoder.as_ref(), &real, &generated, &compute.device)?;

@@ -371,6 +371,35 @@ fn the_built_in_model_keeps_its_linear_head_and_its_output() {
     assert!((r.cycle_cosine - 0.6328).abs() < 6e-5, "cycle {}", r.cycle_cosine);
 }
 
+#[test]
+fn the_held_out_evaluation_reports_the_issues_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = backend::cpu().device;
+    for (folder, name) in [("a", "chelsea.png"), ("a", "coffee.png"), ("b", "astronaut.png")] {
+        std::fs::create_dir_all(tmp.path().join(folder)).unwrap();
+        let sample = fae_studio::assets::path(&format!("samples/{name}")).unwrap();
+        std::fs::copy(sample, tmp.path().join(folder).join(name)).unwrap();
+    }
+    std::fs::write(tmp.path().join("notes.txt"), "not an image").unwrap();
+    let fae = Fae::load(None, &device).unwrap();
+    let report = fae_studio::heldout::evaluate(&fae, "built-in", tmp.path(), 224).unwrap();
+    eprintln!("{}", serde_json::to_string(&report).unwrap());
+    let all = &report.all;
+    assert_eq!(all.images, 3);
+    assert_eq!(report.by_folder.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!((report.by_folder["a"].images, report.by_folder["b"].images), (2, 1));
+    assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
+    assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
+    // The linear head's grid shows; the photos have none; the reconstructions are blurred.
+    assert!(all.blockiness > 1.2 && all.blockiness > all.blockiness_originals, "{all:?}");
+    assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
+    assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
+    assert!(report.images_per_s > 0.0);
+    let empty = tempfile::tempdir().unwrap();
+    let err = fae_studio::heldout::evaluate(&fae, "m", empty.path(), 224).unwrap_err();
+    assert!(err.to_string().contains("holds no images"), "{err}");
+}
+
 /// `train --stage pixel --from CKPT --pixel-head conv`: a fresh conv head on the checkpoint's
 /// model, whose FAE encoder, feature decoder and latent statistics stay as they were.
 #[test]
