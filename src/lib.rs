@@ -15,6 +15,7 @@ pub mod features;
 pub mod fsutil;
 pub mod generator;
 pub mod grid;
+pub mod heldout;
 pub mod image_io;
 pub mod inspect;
 pub mod metrics;

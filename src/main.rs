@@ -14,7 +14,7 @@ use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
 use fae_studio::evaluate;
-use fae_studio::fae::{self, CheckpointFile, Fae};
+use fae_studio::fae::{self, CheckpointFile, Fae, PixelHead};
 use fae_studio::features;
 use fae_studio::fsutil::write_safetensors;
 use fae_studio::fsutil::{write_photo_png, write_png};
@@ -24,6 +24,7 @@ use fae_studio::generator::{
     self, Generator, GeneratorFile, GeneratorSize, SampleOptions, Sampler, sample_to_folder,
 };
 use fae_studio::grid::Grid;
+use fae_studio::heldout;
 
 /// mimalloc keeps freed tensor buffers for reuse. With glibc's allocator each large tensor was a
 /// fresh mmap whose pages the kernel faulted in and zeroed again, on every operation.
@@ -197,15 +198,26 @@ enum Command {
     TrainGenerator(TrainGeneratorArgs),
     /// Generate new images with a trained generator: N PNGs and contact_sheet.png.
     Sample(SampleArgs),
-    /// Compare generated images with real ones: FD-DINOv2, precision and recall.
+    /// Compare generated images with real ones: FD-DINOv2, precision and recall. With
+    /// --reconstruct: regenerate every image of a folder (e.g. the held-out set of
+    /// tools/fetch_heldout.sh) and report PSNR, SSIM, cycle cosine, blockiness, detail kept.
     Evaluate {
-        #[arg(long)]
-        real: PathBuf,
-        #[arg(long)]
-        generated: PathBuf,
+        #[arg(long, required_unless_present = "reconstruct")]
+        real: Option<PathBuf>,
+        #[arg(long, required_unless_present = "reconstruct")]
+        generated: Option<PathBuf>,
         /// Feature encoder (default: the built-in DINOv2-S; FD-DINOv2 papers use dinov2-large).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reconstruct")]
         encoder: Option<String>,
+        /// Folder of photos (searched recursively) to take through the model's round trip.
+        #[arg(long, conflicts_with_all = ["real", "generated"])]
+        reconstruct: Option<PathBuf>,
+        /// With --reconstruct: the FAE checkpoint (the built-in model when omitted).
+        #[arg(long, requires = "reconstruct")]
+        model: Option<PathBuf>,
+        /// With --reconstruct: the working size in pixels (centre crops).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
         #[arg(long)]
         json: bool,
     },
@@ -362,6 +374,19 @@ struct TrainArgs {
     /// Largest feature cache size in GiB.
     #[arg(long, default_value_t = 4.0)]
     cache_gb: f64,
+    /// Pixel decoder head of a new model (default linear). With --from, the other kind than the
+    /// checkpoint's starts a fresh head on its pixel decoder: `--stage pixel --pixel-head conv`.
+    #[arg(long, value_enum)]
+    pixel_head: Option<PixelHeadKind>,
+}
+
+/// `--pixel-head`: the kinds of [`PixelHead`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PixelHeadKind {
+    /// A linear layer per token (leaves a patch grid).
+    Linear,
+    /// Coarse map, 3x3 convolutions across patches and 2x upsampling.
+    Conv,
 }
 
 #[derive(clap::Args)]
@@ -531,6 +556,10 @@ fn run(cli: Cli) -> Result<()> {
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
+            o.pixel_head = args.pixel_head.map(|kind| match kind {
+                PixelHeadKind::Linear => PixelHead::Linear,
+                PixelHeadKind::Conv => PixelHead::conv(),
+            });
             install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train::train(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
@@ -702,7 +731,30 @@ fn run(cli: Cli) -> Result<()> {
                 secs * 1e3 / paths.len() as f64
             );
         }
-        Command::Evaluate { real, generated, encoder, json } => {
+        Command::Evaluate { reconstruct: Some(dir), model, size, json, .. } => {
+            let compute = backend::select(cli.backend)?;
+            let fae = Fae::load(model.as_deref(), &compute.device)?;
+            let name = model.map_or("built-in".to_string(), |p| p.display().to_string());
+            let report = heldout::evaluate(&fae, &name, &dir, size)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let a = &report.all;
+                println!(
+                    "PSNR {:.2} dB, SSIM {:.4}, cycle cosine {:.4}",
+                    a.psnr, a.ssim, a.cycle_cosine
+                );
+                println!(
+                    "blockiness {:.3} (originals {:.3}), high-frequency ratio {:.3}",
+                    a.blockiness, a.blockiness_originals, a.high_frequency_ratio
+                );
+                eprintln!("{} images at {size} px, {:.2} images/s", a.images, report.images_per_s);
+            }
+        }
+        Command::Evaluate { real, generated, encoder, json, .. } => {
+            let (Some(real), Some(generated)) = (real, generated) else {
+                bail!("evaluate needs --real and --generated, or --reconstruct");
+            };
             let compute = backend::select(cli.backend)?;
             let encoder = source::load(encoder.as_deref(), &compute.device)?;
             let e = evaluate::evaluate(encoder.as_ref(), &real, &generated, &compute.device)?;

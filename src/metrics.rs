@@ -1,4 +1,5 @@
-//! Image and feature quality measures: PSNR, SSIM, token cosine similarity.
+//! Image and feature quality measures: PSNR, SSIM, token cosine similarity, patch-grid
+//! blockiness and gradient (high-frequency) energy.
 
 use image::Rgb32FImage;
 
@@ -78,6 +79,60 @@ pub fn ssim(a: &Rgb32FImage, b: &Rgb32FImage) -> f64 {
     total / (w * h) as f64
 }
 
+/// How visible a grid of `patch`-pixel squares is: the mean absolute difference between
+/// neighbouring pixels across patch borders (every `patch` px, both directions) divided by the
+/// same within patches. About 1 for photos; well above 1 where each patch is painted alone.
+pub fn blockiness(img: &Rgb32FImage, patch: usize) -> f64 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = img.as_raw();
+    let at = |x: usize, y: usize, c: usize| raw[(y * w + x) * 3 + c] as f64;
+    // [sum, count] across borders and within patches.
+    let (mut border, mut inside) = ([0f64; 2], [0f64; 2]);
+    let mut add = |crosses: bool, d: f64| {
+        let t = if crosses { &mut border } else { &mut inside };
+        t[0] += d;
+        t[1] += 1.0;
+    };
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                if x + 1 < w {
+                    add((x + 1) % patch == 0, (at(x + 1, y, c) - at(x, y, c)).abs());
+                }
+                if y + 1 < h {
+                    add((y + 1) % patch == 0, (at(x, y + 1, c) - at(x, y, c)).abs());
+                }
+            }
+        }
+    }
+    let (b, i) = (border[0] / border[1].max(1.0), inside[0] / inside[1].max(1.0));
+    if i > 0.0 {
+        b / i
+    } else if b > 0.0 {
+        f64::INFINITY
+    } else {
+        1.0
+    }
+}
+
+/// Mean gradient magnitude of the luminance (forward differences): how much fine detail an
+/// image holds. A blurred reconstruction has less than its original.
+pub fn gradient_energy(img: &Rgb32FImage) -> f64 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < 2 || h < 2 {
+        return 0.0;
+    }
+    let y = luma(img);
+    let mut total = 0.0;
+    for r in 0..h - 1 {
+        for c in 0..w - 1 {
+            let v = y[r * w + c];
+            total += ((y[r * w + c + 1] - v).powi(2) + (y[(r + 1) * w + c] - v).powi(2)).sqrt();
+        }
+    }
+    total / ((w - 1) * (h - 1)) as f64
+}
+
 /// Cosine similarity of two vectors (0 when either is zero).
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
@@ -117,6 +172,37 @@ mod tests {
         let a = noise_image(1);
         assert!(psnr(&a, &a).is_infinite());
         assert!((ssim(&a, &a) - 1.0).abs() < 1e-9);
+    }
+
+    /// 56 px with 14-px squares: `inner` gives the slope inside each square.
+    fn blocks(inner: f32) -> Rgb32FImage {
+        Rgb32FImage::from_fn(56, 56, |x, y| {
+            let block = ((x / 14 * 7 + y / 14 * 3) % 5) as f32 / 5.0;
+            image::Rgb([block + inner * (x % 14) as f32; 3])
+        })
+    }
+
+    #[test]
+    fn blockiness_sees_a_patch_grid_and_not_a_smooth_ramp() {
+        assert!(blockiness(&blocks(0.002), 14) > 10.0, "{}", blockiness(&blocks(0.002), 14));
+        assert!(blockiness(&blocks(0.0), 14).is_infinite());
+        let ramp = Rgb32FImage::from_fn(56, 56, |x, y| image::Rgb([(x + y) as f32 / 112.0; 3]));
+        assert!((blockiness(&ramp, 14) - 1.0).abs() < 1e-6, "{}", blockiness(&ramp, 14));
+        let flat = Rgb32FImage::from_pixel(28, 28, image::Rgb([0.3; 3]));
+        assert_eq!(blockiness(&flat, 14), 1.0);
+    }
+
+    #[test]
+    fn gradient_energy_of_ramps_and_blur() {
+        let ramp = |slope: f32| {
+            Rgb32FImage::from_fn(40, 30, move |x, _| image::Rgb([x as f32 * slope; 3]))
+        };
+        assert!((gradient_energy(&ramp(0.01)) - 0.01).abs() < 1e-6);
+        assert!((gradient_energy(&ramp(0.02)) / gradient_energy(&ramp(0.01)) - 2.0).abs() < 1e-5);
+        assert_eq!(gradient_energy(&Rgb32FImage::from_pixel(8, 8, image::Rgb([0.5; 3]))), 0.0);
+        let sharp = noise_image(3);
+        let blurred = image::imageops::blur(&sharp, 2.0);
+        assert!(gradient_energy(&blurred) < 0.5 * gradient_energy(&sharp));
     }
 
     #[test]

@@ -309,3 +309,128 @@ fn the_adversarial_term_switches_on_late_and_resumes_exactly() {
     eprintln!("adversarial run: uninterrupted {final_a:.6}, resumed {final_b:.6}");
     assert!((final_a - final_b).abs() <= 1e-4 * final_a.abs().max(1.0), "{final_a} vs {final_b}");
 }
+
+/// The tiny architecture with the conv pixel head.
+fn tiny_conv() -> FaeConfig {
+    FaeConfig {
+        pix_head: fae::PixelHead::Conv { coarse: 4, channels: 8, blocks: 2 },
+        ..common::tiny_architecture()
+    }
+}
+
+fn fixed_features(device: &Device) -> Tensor<3> {
+    let n = 2 * 4 * 4 * 384;
+    let values: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    Tensor::<1>::from_data(TensorData::new(values, [n]), device).reshape([2, 16, 384])
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+#[test]
+fn a_conv_head_checkpoint_saves_and_loads_the_same_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = backend::cpu().device;
+    let cfg = tiny_conv();
+    let model = fae::model::seeded_init(FaeModel::new(&cfg, &device), 5);
+    let path = tmp.path().join("conv.safetensors");
+    fae::save(&path, &cfg, &LatentStats::identity(32), &model, 3, None, false).unwrap();
+    let ckpt = CheckpointFile::open(&path).unwrap();
+    assert_eq!(ckpt.config.pix_head, cfg.pix_head);
+    let loaded = ckpt.model(&device).unwrap();
+    let paths: Vec<String> = checkpoint::collect(&loaded).into_iter().map(|p| p.path).collect();
+    assert!(paths.iter().any(|p| p == "pixel_decoder.conv_head.blocks.1.weight"), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.contains("to_pixels")), "{paths:?}");
+    let run = |m: &FaeModel| values(m.pixel_decoder.forward(fixed_features(&device), (4, 4)));
+    let (before, after) = (run(&model), run(&loaded));
+    assert_eq!(before.len(), 2 * 3 * 56 * 56);
+    assert_eq!(before, after);
+    // The same file read as a linear-head model is refused, naming a tensor.
+    let mut linear = cfg.clone();
+    linear.pix_head = fae::PixelHead::Linear;
+    fae::save(&path, &linear, &LatentStats::identity(32), &model, 3, None, false).unwrap();
+    let err = CheckpointFile::open(&path).unwrap().model(&device).err().unwrap();
+    assert!(format!("{err:#}").contains("conv_head"), "{err:#}");
+}
+
+/// The built-in checkpoint predates the conv head: it loads with the linear head and regenerates
+/// the sample photo as before (figures of `reconstruct --backend cpu` before the change).
+#[test]
+fn the_built_in_model_keeps_its_linear_head_and_its_output() {
+    let device = backend::cpu().device;
+    let fae = Fae::load(None, &device).unwrap();
+    assert_eq!(fae.config.pix_head, fae::PixelHead::Linear);
+    assert!(fae.model.pixel_decoder.to_pixels.is_some());
+    assert!(fae.model.pixel_decoder.conv_head.is_none());
+    let sample = fae_studio::assets::path("samples/chelsea.png").unwrap();
+    let r = fae.reconstruct(&sample, None).unwrap();
+    eprintln!("PSNR {:.4}, SSIM {:.4}, cycle {:.4}", r.psnr, r.ssim, r.cycle_cosine);
+    assert!((r.psnr - 18.11).abs() < 0.006, "PSNR {}", r.psnr);
+    assert!((r.ssim - 0.3676).abs() < 6e-5, "SSIM {}", r.ssim);
+    assert!((r.cycle_cosine - 0.6328).abs() < 6e-5, "cycle {}", r.cycle_cosine);
+}
+
+#[test]
+fn the_held_out_evaluation_reports_the_issues_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = backend::cpu().device;
+    for (folder, name) in [("a", "chelsea.png"), ("a", "coffee.png"), ("b", "astronaut.png")] {
+        std::fs::create_dir_all(tmp.path().join(folder)).unwrap();
+        let sample = fae_studio::assets::path(&format!("samples/{name}")).unwrap();
+        std::fs::copy(sample, tmp.path().join(folder).join(name)).unwrap();
+    }
+    std::fs::write(tmp.path().join("notes.txt"), "not an image").unwrap();
+    let fae = Fae::load(None, &device).unwrap();
+    let report = fae_studio::heldout::evaluate(&fae, "built-in", tmp.path(), 224).unwrap();
+    eprintln!("{}", serde_json::to_string(&report).unwrap());
+    let all = &report.all;
+    assert_eq!(all.images, 3);
+    assert_eq!(report.by_folder.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!((report.by_folder["a"].images, report.by_folder["b"].images), (2, 1));
+    assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
+    assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
+    // The linear head's grid shows; the photos have none; the reconstructions are blurred.
+    assert!(all.blockiness > 1.2 && all.blockiness > all.blockiness_originals, "{all:?}");
+    assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
+    assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
+    assert!(report.images_per_s > 0.0);
+    let empty = tempfile::tempdir().unwrap();
+    let err = fae_studio::heldout::evaluate(&fae, "m", empty.path(), 224).unwrap_err();
+    assert!(err.to_string().contains("holds no images"), "{err}");
+}
+
+/// `train --stage pixel --from CKPT --pixel-head conv`: a fresh conv head on the checkpoint's
+/// model, whose FAE encoder, feature decoder and latent statistics stay as they were.
+#[test]
+fn a_pixel_stage_from_a_linear_checkpoint_starts_a_conv_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run, cache) =
+        (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("cache"));
+    synthetic_folder(&data);
+    let device = backend::cpu().device;
+    let cfg = common::tiny_architecture();
+    let base = tmp.path().join("base.safetensors");
+    let stats = LatentStats { mean: vec![0.1; 32], std: vec![2.0; 32] };
+    let model = fae::model::seeded_init(FaeModel::new(&cfg, &device), 1);
+    fae::save(&base, &cfg, &stats, &model, 10, None, false).unwrap();
+    let mut o = options(&data, &run, &cache, 4, Stage::Fae);
+    (o.from, o.pixel_head) = (Some(base.clone()), Some(fae::PixelHead::conv()));
+    let err = train::train(o.clone(), &device, &AtomicBool::new(false), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("--stage pixel"), "{err}");
+    o.stage = Stage::Pixel;
+    let summary = train::train(o, &device, &AtomicBool::new(false), |_| {}).unwrap();
+    assert_eq!(summary.step, 4);
+    let (old, new) = (
+        CheckpointFile::open(&base).unwrap(),
+        CheckpointFile::open(&run.join("latest.safetensors")).unwrap(),
+    );
+    assert_eq!(new.config.pix_head, fae::PixelHead::conv());
+    old.check_same_latents(&new).unwrap();
+    let trained = new.model(&device).unwrap();
+    assert!(trained.pixel_decoder.conv_head.is_some() && trained.pixel_decoder.to_pixels.is_none());
+    let weights = |m: &FaeModel| values(m.feature_decoder.output.weight.val());
+    assert_eq!(weights(&model), weights(&trained));
+    let image = trained.pixel_decoder.forward(fixed_features(&device), (4, 4));
+    assert_eq!(image.dims(), [2, 3, 56, 56]);
+}

@@ -6,6 +6,8 @@
 #   STEPS=4000 BATCH=16 tools/train_default.sh
 #   STAGE=pixel FROM=assets/fae-default.safetensors STEPS=600 RUN=.work/pixel-run \
 #     tools/train_default.sh          # retrain only the pixel decoder of the built-in model
+#   STAGE=pixel FROM=assets/fae-default.safetensors PIXEL_HEAD=conv RUN=.work/conv-run \
+#     tools/train_default.sh          # the same with a fresh conv head (no patch grid)
 #
 # Runs resume: interrupting it (Ctrl-C) and starting it again continues where it stopped.
 # After a pixel-only run the latents are unchanged, so the built-in generator is moved to the new
@@ -27,6 +29,7 @@ resume=()
 [[ -f $run/latest.safetensors ]] && resume=(--resume)
 from=()
 [[ -n ${FROM:-} && ${#resume[@]} -eq 0 ]] && from=(--from "$FROM")
+[[ -n ${PIXEL_HEAD:-} && ${#resume[@]} -eq 0 ]] && from+=(--pixel-head "$PIXEL_HEAD")
 "$bin" train --backend "$backend" --data "$photos" --out "$run" --size 224 --batch "$batch" \
   --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --checkpoint-every 25 \
   --val-every 200 "${from[@]}" "${resume[@]}"

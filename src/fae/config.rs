@@ -33,6 +33,38 @@ pub struct FaeConfig {
     pub beta: f64,
     #[serde(default = "default_rope_base")]
     pub rope_base: f64,
+    /// How the pixel decoder paints its tokens; checkpoints older than this field are `Linear`.
+    #[serde(default)]
+    pub pix_head: PixelHead,
+}
+
+/// The pixel decoder's output head.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelHead {
+    /// Each token paints its own `pix_patch` square through one linear layer (the paper's head;
+    /// it leaves a visible grid of patches).
+    #[default]
+    Linear,
+    /// Each token paints a `pix_patch / 2` square of `coarse` channels (a linear layer and a
+    /// pixel shuffle); a 3x3 convolution to `channels`, nearest 2x upsampling and `blocks`
+    /// residual 3x3 convolutions mix neighbouring patches, and a 3x3 convolution gives RGB.
+    /// Needs an even `pix_patch` (14 and 16 both work).
+    Conv { coarse: usize, channels: usize, blocks: usize },
+}
+
+impl PixelHead {
+    /// The conv head measured in DESIGN.md 7 (no grid left): 16 coarse channels, 32 wide, 2 blocks.
+    pub fn conv() -> Self {
+        Self::Conv { coarse: 16, channels: 32, blocks: 2 }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Conv { .. } => "conv",
+        }
+    }
 }
 
 fn default_rope_base() -> f64 {
@@ -61,6 +93,7 @@ impl FaeConfig {
             pix_patch: 16,
             beta: 1e-4,
             rope_base: 100.0,
+            pix_head: PixelHead::Linear,
         }
     }
 
@@ -85,6 +118,7 @@ impl FaeConfig {
             pix_patch: patch_size,
             beta: 1e-4,
             rope_base: 100.0,
+            pix_head: PixelHead::Linear,
         }
     }
 
@@ -102,6 +136,20 @@ impl FaeConfig {
                 );
             }
         }
+        if let PixelHead::Conv { coarse, channels, .. } = self.pix_head {
+            if self.pix_patch < 2 || !self.pix_patch.is_multiple_of(2) {
+                bail!(
+                    "the conv pixel head needs an even output patch size (each token paints a \
+                     pix_patch/2 square, upsampled 2x), got pix_patch {}",
+                    self.pix_patch
+                );
+            }
+            if coarse == 0 || channels == 0 {
+                bail!(
+                    "the conv pixel head needs at least one channel, got {coarse} and {channels}"
+                );
+            }
+        }
         if !self.image_size.is_multiple_of(self.patch_size) {
             bail!(
                 "image size {} is not a multiple of patch size {}",
@@ -115,5 +163,34 @@ impl FaeConfig {
     /// Token grid side at the training size.
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_without_a_head_field_read_as_linear() {
+        let mut json =
+            serde_json::to_value(FaeConfig::small("dinov2-small", 384, 14, 224)).unwrap();
+        json.as_object_mut().unwrap().remove("pix_head");
+        let cfg: FaeConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(cfg.pix_head, PixelHead::Linear);
+        assert_eq!(FaeConfig::paper().pix_head, PixelHead::Linear);
+    }
+
+    #[test]
+    fn the_conv_head_round_trips_and_needs_an_even_patch() {
+        let mut cfg = FaeConfig::small("dinov2-small", 384, 14, 224);
+        cfg.pix_head = PixelHead::conv();
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert_eq!(serde_json::from_str::<FaeConfig>(&text).unwrap(), cfg);
+        cfg.validate().unwrap();
+        cfg.pix_patch = 16;
+        cfg.validate().unwrap();
+        cfg.pix_patch = 15;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("even output patch size"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use image::Rgb32FImage;
 
-pub use config::FaeConfig;
+pub use config::{FaeConfig, PixelHead};
 pub use model::FaeModel;
 
 use crate::encoders::{VisionEncoder, source};

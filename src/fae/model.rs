@@ -1,13 +1,16 @@
 //! The FAE networks: the one-attention-layer encoder, the feature decoder and the pixel decoder.
 
 use burn::module::{Module, Param};
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig,
+};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, silu};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::{attention, interpolate};
+use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
-use super::config::FaeConfig;
+use super::config::{FaeConfig, PixelHead};
 use crate::param_paths::{self, PathMapper};
 
 /// 2-D rotary position tables for a token grid: half of each head's dimensions rotate with the
@@ -222,13 +225,74 @@ impl FeatureDecoder {
     }
 }
 
-/// Turns features into an image: each token becomes a `pix_patch` square of pixels.
+/// Tokens `[B, gh * gw, C * r * r]` to the map `[B, C, gh * r, gw * r]`: token (y, x) fills the
+/// r x r square at (y * r, x * r), its values ordered (channel, row, column) as PyTorch's
+/// `pixel_shuffle` orders them.
+pub fn pixel_shuffle(tokens: Tensor<3>, grid: (usize, usize), r: usize) -> Tensor<4> {
+    let [b, _, d] = tokens.dims();
+    let (gh, gw) = grid;
+    let c = d / (r * r);
+    tokens.reshape([b, gh, gw, c, r, r]).permute([0, 3, 1, 4, 2, 5]).reshape([b, c, gh * r, gw * r])
+}
+
+/// A 3x3 convolution that keeps the size.
+fn conv3x3(input: usize, output: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([input, output], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(device)
+}
+
+/// The conv head ([`PixelHead::Conv`]): tokens to a coarse half-resolution map, then
+/// convolutions that see across patch borders, so no patch grid is left.
+#[derive(Module, Debug)]
+pub struct ConvHead {
+    pub to_coarse: Linear,
+    pub stem: Conv2d,
+    pub blocks: Vec<Conv2d>,
+    pub to_rgb: Conv2d,
+}
+
+impl ConvHead {
+    pub fn new(
+        width: usize,
+        patch: usize,
+        (coarse, channels, blocks): (usize, usize, usize),
+        device: &Device,
+    ) -> Self {
+        let s = patch / 2;
+        Self {
+            to_coarse: LinearConfig::new(width, coarse * s * s).init(device),
+            stem: conv3x3(coarse, channels, device),
+            blocks: (0..blocks).map(|_| conv3x3(channels, channels, device)).collect(),
+            to_rgb: conv3x3(channels, 3, device),
+        }
+    }
+
+    /// Tokens `[B, gh * gw, width]` to RGB `[B, 3, gh * p, gw * p]` around 0.
+    pub fn forward(&self, tokens: Tensor<3>, grid: (usize, usize), patch: usize) -> Tensor<4> {
+        let map = pixel_shuffle(self.to_coarse.forward(tokens), grid, patch / 2);
+        let x = gelu(self.stem.forward(map));
+        let [_, _, h, w] = x.dims();
+        let nearest = InterpolateOptions::new(InterpolateMode::Nearest);
+        let mut x = interpolate(x, nearest.with_output_size([2 * h, 2 * w]));
+        for conv in &self.blocks {
+            x = x.clone() + gelu(conv.forward(x));
+        }
+        self.to_rgb.forward(x)
+    }
+}
+
+/// Turns features into an image: a ViT over the tokens, then the configured head paints each
+/// token's `pix_patch` square (the linear head alone, the conv head across patch borders).
 #[derive(Module, Debug)]
 pub struct PixelDecoder {
     pub input: Linear,
     pub blocks: Vec<Block>,
     pub norm: RmsNorm,
-    pub to_pixels: Linear,
+    /// The linear head; `None` with the conv head.
+    pub to_pixels: Option<Linear>,
+    /// The conv head; `None` with the linear head.
+    pub conv_head: Option<ConvHead>,
     #[module(skip)]
     pub patch: usize,
     #[module(skip)]
@@ -238,36 +302,47 @@ pub struct PixelDecoder {
 impl PixelDecoder {
     pub fn new(cfg: &FaeConfig, device: &Device) -> Self {
         let w = cfg.pix_width;
+        let (to_pixels, conv_head) = Self::heads(cfg, device);
         Self {
             input: LinearConfig::new(cfg.encoder_dim, w).init(device),
             blocks: (0..cfg.pix_depth)
                 .map(|_| Block::new(w, cfg.pix_heads, cfg.pix_mlp_ratio, device))
                 .collect(),
             norm: RmsNormConfig::new(w).with_epsilon(1e-6).init(device),
-            to_pixels: LinearConfig::new(w, 3 * cfg.pix_patch * cfg.pix_patch).init(device),
+            to_pixels,
+            conv_head,
             patch: cfg.pix_patch,
             rope_base: cfg.rope_base,
         }
     }
 
+    /// The head `cfg.pix_head` asks for, as (linear, conv): exactly one is present.
+    pub fn heads(cfg: &FaeConfig, device: &Device) -> (Option<Linear>, Option<ConvHead>) {
+        let (w, p) = (cfg.pix_width, cfg.pix_patch);
+        match cfg.pix_head {
+            PixelHead::Linear => (Some(LinearConfig::new(w, 3 * p * p).init(device)), None),
+            PixelHead::Conv { coarse, channels, blocks } => {
+                (None, Some(ConvHead::new(w, p, (coarse, channels, blocks), device)))
+            }
+        }
+    }
+
     /// Features `[B, gh * gw, D]` to RGB `[B, 3, gh * p, gw * p]` in [0, 1] (not clamped).
     pub fn forward(&self, features: Tensor<3>, grid: (usize, usize)) -> Tensor<4> {
-        let [b, _, _] = features.dims();
         let (gh, gw) = grid;
-        let p = self.patch;
         let mut x = self.input.forward(features);
         let heads = self.blocks.first().map_or(1, |b| b.attn.heads);
         let rope = Rope2d::new(gh, gw, x.dims()[2] / heads, self.rope_base, &x.device());
         for block in &self.blocks {
             x = block.forward(x, &rope);
         }
-        let patches = self.to_pixels.forward(self.norm.forward(x));
-        patches.reshape([b, gh, gw, 3, p, p]).permute([0, 3, 1, 4, 2, 5]).reshape([
-            b,
-            3,
-            gh * p,
-            gw * p,
-        ]) + 0.5
+        let tokens = self.norm.forward(x);
+        let image = match (&self.to_pixels, &self.conv_head) {
+            (Some(linear), _) => pixel_shuffle(linear.forward(tokens), grid, self.patch),
+            (None, Some(conv)) => conv.forward(tokens, grid, self.patch),
+            (None, None) => unreachable!("a pixel decoder is built with one head"),
+        };
+        image + 0.5
     }
 }
 
@@ -286,6 +361,15 @@ impl FaeModel {
             feature_decoder: FeatureDecoder::new(cfg, device),
             pixel_decoder: PixelDecoder::new(cfg, device),
         }
+    }
+
+    /// This model with a fresh head of kind `cfg.pix_head` (seeded from `seed`) on its pixel
+    /// decoder; the encoder, the feature decoder and the pixel decoder's ViT keep their weights.
+    pub fn with_new_pixel_head(mut self, cfg: &FaeConfig, seed: u64, device: &Device) -> Self {
+        let (linear, conv) = PixelDecoder::heads(cfg, device);
+        self.pixel_decoder.to_pixels = seeded_init(linear, seed);
+        self.pixel_decoder.conv_head = seeded_init(conv, seed);
+        self
     }
 }
 
@@ -341,4 +425,93 @@ pub fn zero_params<M: Module>(model: M, select: impl Fn(&str) -> bool) -> M {
         }
     }
     param_paths::map(model, Zero(select)).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::tensor::Distribution;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn pixel_shuffle_fills_each_tokens_square() {
+        let device = crate::backend::cpu().device;
+        // Two tokens side by side, one channel, 2x2 squares.
+        let tokens = Tensor::<1>::from_data(
+            TensorData::new((0..8).map(|v| v as f32).collect::<Vec<_>>(), [8]),
+            &device,
+        )
+        .reshape([1, 2, 4]);
+        let map = pixel_shuffle(tokens, (1, 2), 2);
+        assert_eq!(map.dims(), [1, 1, 2, 4]);
+        assert_eq!(values(map), [0., 1., 4., 5., 2., 3., 6., 7.]);
+        // One token, two channels: channel first, then row, then column.
+        let tokens = Tensor::<1>::from_data(
+            TensorData::new((0..8).map(|v| v as f32).collect::<Vec<_>>(), [8]),
+            &device,
+        )
+        .reshape([1, 1, 8]);
+        let map = pixel_shuffle(tokens, (1, 1), 2);
+        assert_eq!(map.dims(), [1, 2, 2, 2]);
+        assert_eq!(values(map), [0., 1., 2., 3., 4., 5., 6., 7.]);
+    }
+
+    fn tiny_conv_config() -> FaeConfig {
+        let mut cfg = FaeConfig::small("x", 16, 14, 28);
+        (cfg.pix_width, cfg.pix_heads, cfg.pix_depth) = (16, 2, 1);
+        cfg.pix_head = PixelHead::Conv { coarse: 4, channels: 8, blocks: 2 };
+        cfg
+    }
+
+    #[test]
+    fn the_conv_head_paints_non_square_grids_at_full_size() {
+        let device = crate::backend::cpu().device;
+        let cfg = tiny_conv_config();
+        let decoder = PixelDecoder::new(&cfg, &device);
+        assert!(decoder.to_pixels.is_none() && decoder.conv_head.is_some());
+        let features = Tensor::<3>::random([2, 3 * 5, 16], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(decoder.forward(features, (3, 5)).dims(), [2, 3, 42, 70]);
+        let mut cfg16 = cfg.clone();
+        cfg16.pix_patch = 16;
+        let features = Tensor::<3>::random([1, 2 * 3, 16], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(
+            PixelDecoder::new(&cfg16, &device).forward(features, (2, 3)).dims(),
+            [1, 3, 32, 48]
+        );
+    }
+
+    /// Every layer of the conv head learns, and a few steps lower the L1 loss on a fixed batch.
+    #[test]
+    fn the_conv_head_trains() {
+        let device = crate::backend::cpu().device.autodiff();
+        let cfg = tiny_conv_config();
+        let mut decoder = seeded_init(PixelDecoder::new(&cfg, &device), 3);
+        let features = Tensor::<3>::random([2, 4, 16], Distribution::Normal(0.0, 1.0), &device);
+        let target = Tensor::<4>::random([2, 3, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
+        let head = |d: &PixelDecoder| {
+            let h = d.conv_head.as_ref().unwrap();
+            let weights = [&h.stem, &h.blocks[1], &h.to_rgb].map(|c| values(c.weight.val()));
+            (values(h.to_coarse.weight.val()), weights)
+        };
+        let before = head(&decoder);
+        let mut optimizer = AdamWConfig::new().init();
+        let mut losses = Vec::new();
+        for _ in 0..30 {
+            let loss = (decoder.forward(features.clone(), (2, 2)) - target.clone()).abs().mean();
+            losses.push(loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(loss.backward(), &decoder);
+            decoder = optimizer.step(3e-3, decoder, grads);
+        }
+        eprintln!("L1 {:.4} -> {:.4}", losses[0], losses[29]);
+        assert!(losses[29] < 0.9 * losses[0], "{losses:?}");
+        let after = head(&decoder);
+        assert_ne!(before.0, after.0, "the coarse linear layer did not learn");
+        for (b, a) in before.1.iter().zip(&after.1) {
+            assert_ne!(b, a, "a convolution did not learn");
+        }
+    }
 }

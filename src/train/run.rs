@@ -20,7 +20,9 @@ use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
 use super::discriminator::{Discriminator, hinge_d, hinge_g};
 use super::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
 use crate::encoders::{VisionEncoder, source};
-use crate::fae::{self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, TrainState};
+use crate::fae::{
+    self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, PixelHead, TrainState,
+};
 use crate::fsutil::write_png;
 use crate::grid::Grid;
 use crate::image_io;
@@ -96,6 +98,10 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Architecture for a model trained from scratch (default: [`FaeConfig::small`]).
     pub architecture: Option<FaeConfig>,
+    /// The pixel decoder's head: for a new model, or (with `from`) a fresh head of this kind on
+    /// the checkpoint's pixel decoder when the checkpoint has the other kind. `None`: as given.
+    #[serde(default)]
+    pub pixel_head: Option<PixelHead>,
 }
 
 /// Off unless asked for: in a short fine-tune a fresh discriminator hurt more than it helped.
@@ -138,6 +144,7 @@ impl TrainOptions {
             cache_max_bytes: 4 << 30,
             progress: true,
             architecture: None,
+            pixel_head: None,
         }
     }
 
@@ -266,10 +273,22 @@ pub fn train(
     let encoder = source::load(Some(&encoder_name), device)?;
     let info = encoder.info().clone();
     info.check_size(options.size, options.size)?;
+    // `--from` with the other kind of pixel head: the checkpoint's model with a fresh head.
+    let new_head = match (&from, options.pixel_head) {
+        (Some(ckpt), Some(head)) if head.name() != ckpt.config.pix_head.name() => Some(head),
+        _ => None,
+    };
+    if new_head.is_some() && options.stage == Stage::Fae {
+        bail!(
+            "--pixel-head {} starts a new pixel decoder head, which --stage fae does not train: \
+             use --stage pixel",
+            options.pixel_head.map_or("", PixelHead::name)
+        );
+    }
     let config = match base {
         Some(ckpt) => {
             fae::check_encoder(&ckpt.config, encoder.as_ref(), ckpt.file.path())?;
-            ckpt.config.clone()
+            FaeConfig { pix_head: new_head.unwrap_or(ckpt.config.pix_head), ..ckpt.config.clone() }
         }
         None => {
             let mut c = options.architecture.clone().unwrap_or_else(|| {
@@ -278,6 +297,7 @@ pub fn train(
             (c.encoder, c.encoder_dim, c.patch_size, c.image_size) =
                 (info.name.clone(), info.dim, info.patch_size, options.size);
             c.latent_channels = options.latent_channels;
+            c.pix_head = options.pixel_head.unwrap_or(c.pix_head);
             c
         }
     };
@@ -286,6 +306,9 @@ pub fn train(
         base.map_or_else(|| LatentStats::identity(config.latent_channels), |c| c.stats.clone());
     let mut model = match base {
         Some(ckpt) if resumed.is_some() => ckpt.train_model(&ad)?,
+        Some(ckpt) if new_head.is_some() => {
+            ckpt.model(&ad)?.with_new_pixel_head(&config, options.seed, &ad)
+        }
         Some(ckpt) => ckpt.model(&ad)?,
         None => crate::fae::model::seeded_init(FaeModel::new(&config, &ad), options.seed),
     };

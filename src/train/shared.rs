@@ -85,9 +85,11 @@ impl PathMapper for EmaBlend {
     fn map<const D: usize>(&mut self, path: &str, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let Some(current) = self.values.remove(path) else { return param };
         let decay = self.decay;
+        // Written as a step towards the current value, so a frozen parameter (equal in both)
+        // stays exactly as it is: `x * d + x * (1 - d)` can differ from `x` in the last bit.
         param.map(|ema| {
             let dims = ema.dims();
-            ema * decay + current.reshape(dims) * (1.0 - decay)
+            ema.clone() + (current.reshape(dims) - ema) * (1.0 - decay)
         })
     }
 }
