@@ -223,7 +223,8 @@ impl<'a> TensorReader<'a> {
         let rows = shape[0];
         let cols = shape[1..].iter().product::<usize>();
         let mut out = vec![0.0f32; values.len()];
-        for (r, row) in values.chunks_exact(cols).enumerate() {
+        // A zero-sized tensor has no rows to move (and `chunks_exact(0)` would panic).
+        for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
             for (c, v) in row.iter().enumerate() {
                 out[c * rows + r] = *v;
             }
