@@ -15,6 +15,7 @@ use super::dinov2::{Dinov2, Dinov2Config};
 use super::hub::{self, DownloadError, Hub, Transfer};
 use super::siglip::{Siglip, SiglipConfig};
 use crate::assets;
+use crate::text::{clip, json_error};
 use crate::weights::{TensorReader, WeightFile};
 
 /// The name of the built-in encoder, used when none is given.
@@ -115,6 +116,7 @@ fn find_config(file: &WeightFile) -> Result<Option<Value>> {
     };
     let Some(text) = text else { return Ok(None) };
     let mut value: Value = serde_json::from_str(&text)
+        .map_err(json_error)
         .with_context(|| format!("the configuration of {} is not valid JSON", path.display()))?;
     if let Some(vision) = value.get("vision_config").cloned() {
         value = vision;
@@ -141,11 +143,14 @@ pub fn load_file(path: &Path, name: &str, device: &Device) -> Result<Arc<dyn Vis
     let encoder: Arc<dyn VisionEncoder> = if let Some(prefix) = dinov2_prefix {
         let cfg = match config {
             Some(c) if model_type.starts_with("dinov2") || model_type.is_empty() => {
-                serde_json::from_value(c).context("invalid DINOv2 configuration")?
+                serde_json::from_value(c)
+                    .map_err(json_error)
+                    .with_context(|| format!("{}: invalid DINOv2 configuration", path.display()))?
             }
             Some(_) => bail!(
-                "{}: configuration says `{model_type}` but the tensors are DINOv2's",
-                path.display()
+                "{}: configuration says `{}` but the tensors are DINOv2's",
+                path.display(),
+                clip(&model_type)
             ),
             None => infer_dinov2(&file, prefix)?,
         };
@@ -153,7 +158,9 @@ pub fn load_file(path: &Path, name: &str, device: &Device) -> Result<Arc<dyn Vis
         Arc::new(Dinov2::load(&reader, cfg, name)?)
     } else if let Some(prefix) = siglip_prefix {
         let cfg = match config {
-            Some(c) => serde_json::from_value(c).context("invalid SigLIP vision configuration")?,
+            Some(c) => serde_json::from_value(c).map_err(json_error).with_context(|| {
+                format!("{}: invalid SigLIP vision configuration", path.display())
+            })?,
             None => infer_siglip(&file, prefix)?,
         };
         let reader = TensorReader::new(&file, prefix, device);
