@@ -189,9 +189,12 @@ pub fn convert(graph: &GraphProto) -> Result<Imported> {
 fn config(t: &BTreeMap<String, Array>, side: usize, d: usize) -> Result<Dinov2Config> {
     let shape = |n: &str| t.get(n).map(|a| a.shape.clone()).with_context(|| format!("missing {n}"));
     let conv = shape("embeddings.patch_embeddings.projection.weight")?;
-    let [_, channels, patch, _] = conv[..] else { bail!("patch projection shape {conv:?}") };
+    let [_, channels, patch, _] = conv[..] else {
+        bail!("patch projection shape {}", clip(&format!("{conv:?}")))
+    };
     let layers = (0..).take_while(|i| t.contains_key(&format!("encoder.layer.{i}.norm1.weight")));
-    let hidden = shape("encoder.layer.0.mlp.fc1.weight")?[0];
+    let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?;
+    let hidden = *fc1.first().context("encoder.layer.0.mlp.fc1.weight has no dimensions")?;
     Ok(Dinov2Config {
         hidden_size: d,
         num_hidden_layers: layers.count(),

@@ -185,23 +185,36 @@ fn count_layers(file: &WeightFile, prefix: &str, suffix: &str) -> usize {
     (0..).take_while(|i| file.contains(&format!("{prefix}{i}.{suffix}"))).count()
 }
 
-fn shape_of(file: &WeightFile, name: &str) -> Result<Vec<usize>> {
-    file.shape(name).with_context(|| format!("{}: missing tensor `{name}`", file.path().display()))
+/// Dimension `i` of a tensor's shape; the file may give it fewer dimensions than expected.
+fn dim_of(file: &WeightFile, name: &str, i: usize) -> Result<usize> {
+    let path = file.path().display();
+    let shape = file.shape(name).with_context(|| format!("{path}: missing tensor `{name}`"))?;
+    shape.get(i).copied().with_context(|| {
+        format!(
+            "{path}: tensor `{name}` has shape {}, too few dimensions",
+            clip(&format!("{shape:?}"))
+        )
+    })
 }
 
 /// Derives a DINOv2 configuration from tensor shapes (heads assume the released 64-wide heads).
 fn infer_dinov2(file: &WeightFile, p: &str) -> Result<Dinov2Config> {
-    let d = shape_of(file, &format!("{p}embeddings.cls_token"))?[2];
-    let patch = shape_of(file, &format!("{p}embeddings.patch_embeddings.projection.weight"))?[2];
-    let positions = shape_of(file, &format!("{p}embeddings.position_embeddings"))?[1] - 1;
+    let d = dim_of(file, &format!("{p}embeddings.cls_token"), 2)?;
+    let patch = dim_of(file, &format!("{p}embeddings.patch_embeddings.projection.weight"), 2)?;
+    // The CLS entry, then the patch grid.
+    let table = format!("{p}embeddings.position_embeddings");
+    let positions = dim_of(file, &table, 1)?
+        .checked_sub(1)
+        .with_context(|| format!("{}: tensor `{table}` has no entries", file.path().display()))?;
     let grid = (positions as f64).sqrt() as usize;
     let layers = count_layers(file, &format!("{p}encoder.layer."), "norm1.weight");
     let swiglu = file.contains(&format!("{p}encoder.layer.0.mlp.weights_in.weight"));
-    let registers = file.shape(&format!("{p}embeddings.register_tokens")).map_or(0, |s| s[1]);
+    let registers = file.shape(&format!("{p}embeddings.register_tokens"));
+    let registers = registers.and_then(|s| s.get(1).copied()).unwrap_or(0);
     let mlp_ratio = if swiglu {
         4.0
     } else {
-        shape_of(file, &format!("{p}encoder.layer.0.mlp.fc1.weight"))?[0] as f64 / d as f64
+        dim_of(file, &format!("{p}encoder.layer.0.mlp.fc1.weight"), 0)? as f64 / d as f64
     };
     Ok(Dinov2Config {
         hidden_size: d,
@@ -221,11 +234,11 @@ fn infer_dinov2(file: &WeightFile, p: &str) -> Result<Dinov2Config> {
 
 /// Derives a SigLIP configuration from tensor shapes (heads as in the released checkpoints).
 fn infer_siglip(file: &WeightFile, p: &str) -> Result<SiglipConfig> {
-    let conv = shape_of(file, &format!("{p}embeddings.patch_embedding.weight"))?;
-    let (d, patch) = (conv[0], conv[2]);
-    let positions = shape_of(file, &format!("{p}embeddings.position_embedding.weight"))?[0];
+    let conv = format!("{p}embeddings.patch_embedding.weight");
+    let (d, patch) = (dim_of(file, &conv, 0)?, dim_of(file, &conv, 2)?);
+    let positions = dim_of(file, &format!("{p}embeddings.position_embedding.weight"), 0)?;
     let grid = (positions as f64).sqrt() as usize;
-    let intermediate = shape_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"))?[0];
+    let intermediate = dim_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"), 0)?;
     let heads = if d == 1152 { 16 } else { (d / 64).max(1) };
     Ok(SiglipConfig {
         hidden_size: d,
