@@ -10,12 +10,16 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, Rgb32FImage, RgbImage};
+
+use crate::text::clip_message;
 
 /// Largest accepted side, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest accepted decoder allocation.
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+/// What a decoder may allocate beyond twice the image it declared (tables, rows, metadata).
+const DECODE_SLACK: u64 = 16 << 20;
 
 /// Decodes an image file to RGB f32 in [0, 1], upright, alpha composited over white.
 pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
@@ -34,20 +38,94 @@ pub fn load_rgb(path: &Path) -> Result<Rgb32FImage> {
     if reader.format().is_none() {
         bail!("{shown} is not an image in a supported format (jpg, png, webp, bmp, tiff, gif)");
     }
+    if reader.format() == Some(ImageFormat::Tiff) {
+        check_tiff_directory(path, meta.len())?;
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let mut decoder =
-        reader.into_decoder().map_err(|e| anyhow::anyhow!("cannot decode {shown}: {e}"))?;
+    reader.limits(limits.clone());
+    let mut decoder = reader.into_decoder().map_err(|e| decode_error(path, e))?;
+    // The limits bound what the header declares; decoding then needs that image and little more.
+    // Without this, a part declared apart from the image (a GIF frame larger than its screen)
+    // could take the whole limit from a file of a few hundred bytes.
+    let needed = decoder.total_bytes().saturating_mul(2).saturating_add(DECODE_SLACK);
+    limits.max_alloc = Some(needed.min(MAX_DECODE_BYTES));
+    decoder.set_limits(limits).map_err(|e| decode_error(path, e))?;
     let orientation = decoder.orientation().ok();
-    let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| anyhow::anyhow!("cannot decode {shown}: {e}"))?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
     if let Some(orientation) = orientation {
         image.apply_orientation(orientation);
     }
     Ok(to_rgb_over_white(image))
+}
+
+/// A decoder's error as one line (some end theirs with a line break).
+fn decode_error(path: &Path, e: image::ImageError) -> anyhow::Error {
+    anyhow::anyhow!("cannot decode {}: {}", path.display(), clip_message(e.to_string().trim()))
+}
+
+/// Refuses a TIFF whose first directory declares more bytes of values for a tag than the whole
+/// file holds: the TIFF decoder reserves room for a tag's values (up to 256 MiB) on opening the
+/// file, before the limits above apply.
+fn check_tiff_directory(path: &Path, len: u64) -> Result<()> {
+    // A directory that cannot be read is left to the decoder, which says why.
+    let Ok((inline, entries)) = tiff_directory(path) else { return Ok(()) };
+    for (tag, kind, count) in entries {
+        let width: u64 = match kind {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 | 17 | 18 => 8,
+            _ => continue,
+        };
+        let bytes = count.saturating_mul(width);
+        if bytes > inline && bytes > len {
+            bail!(
+                "{} is not a valid TIFF: tag {tag} declares {bytes} bytes in a file of {len}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A TIFF directory entry: tag, type and count of values.
+type TiffEntry = (u64, u64, u64);
+
+/// The bytes of a value stored in an entry itself, and the entries of a TIFF's first directory.
+fn tiff_directory(path: &Path) -> std::io::Result<(u64, Vec<TiffEntry>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = BufReader::new(std::fs::File::open(path)?);
+    let mut order = [0u8; 2];
+    file.read_exact(&mut order)?;
+    let little = &order == b"II";
+    // An unsigned integer of `n` bytes in the file's byte order.
+    let uint = |file: &mut BufReader<std::fs::File>, n: usize| -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        file.read_exact(&mut b[..n])?;
+        if !little {
+            b[..n].reverse();
+        }
+        Ok(u64::from_le_bytes(b))
+    };
+    let big = uint(&mut file, 2)? == 43;
+    if big {
+        uint(&mut file, 4)?; // offset size and padding
+    }
+    let word = if big { 8 } else { 4 };
+    let offset = uint(&mut file, word)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let count = uint(&mut file, if big { 8 } else { 2 })?;
+    // Read one by one: a count past the end of the file stops at the end.
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let (tag, kind) = (uint(&mut file, 2)?, uint(&mut file, 2)?);
+        entries.push((tag, kind, uint(&mut file, word)?));
+        uint(&mut file, word)?; // the value, or where it is
+    }
+    Ok((word as u64, entries))
 }
 
 fn to_rgb_over_white(image: DynamicImage) -> Rgb32FImage {

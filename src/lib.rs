@@ -24,5 +24,6 @@ pub mod param_paths;
 pub mod pca;
 pub mod pipeline;
 pub mod rng;
+pub mod text;
 pub mod train;
 pub mod weights;

@@ -9,6 +9,8 @@ use anyhow::{Context, Result, bail};
 use prost::Message;
 use prost::bytes::Bytes;
 
+use crate::text::clip;
+
 #[derive(Clone, PartialEq, Message)]
 pub struct ModelProto {
     #[prost(message, optional, tag = "7")]
@@ -74,7 +76,7 @@ pub fn read_graph(path: &Path) -> Result<GraphProto> {
 impl TensorProto {
     /// The values of a float tensor stored in the file (raw little-endian bytes or `float_data`).
     pub fn to_array(&self) -> Result<Array> {
-        let name = &self.name;
+        let name = clip(&self.name);
         if self.data_type != FLOAT {
             bail!("initializer `{name}` is not float32 (type {})", self.data_type);
         }
@@ -97,7 +99,8 @@ impl TensorProto {
         };
         let bytes_ok = self.raw_data.is_empty() || self.raw_data.len().is_multiple_of(4);
         if count != Some(data.len()) || !bytes_ok {
-            bail!("initializer `{name}`: {} values for shape {shape:?}", data.len());
+            let shape = clip(&format!("{shape:?}")).into_owned();
+            bail!("initializer `{name}`: {} values for shape {shape}", data.len());
         }
         Ok(Array { shape, data })
     }

@@ -14,6 +14,8 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::text::{clip, clip_message};
+
 /// Largest JSON header we accept. Real checkpoints with thousands of tensors stay far below it.
 const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -69,13 +71,16 @@ impl WeightFile {
                 bytes.len()
             );
         }
-        let (_, meta) = SafeTensors::read_metadata(&bytes).with_context(|| {
-            format!("{} is truncated or not a valid safetensors file", path.display())
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            let e = clip_message(&e.to_string()).into_owned();
+            anyhow::anyhow!("{} is truncated or not a valid safetensors file: {e}", path.display())
         })?;
         let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
         // Deserialising validates that every tensor's byte range lies inside the file.
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt: {e}", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            let e = clip_message(&e.to_string()).into_owned();
+            anyhow::anyhow!("{} is truncated or corrupt: {e}", path.display())
+        })?;
         let names = st.names().into_iter().map(|s| s.to_string()).collect();
         Ok(Self { path, bytes, metadata, names })
     }
@@ -109,15 +114,16 @@ impl WeightFile {
     /// Reads a float tensor as f32, checking its shape.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let st = SafeTensors::deserialize(&self.bytes)?;
+        // Some callers pass names read from the file.
+        let shown = clip(name);
         let view = st
             .tensor(name)
-            .map_err(|_| anyhow::anyhow!("{}: missing tensor `{name}`", self.path.display()))?;
+            .map_err(|_| anyhow::anyhow!("{}: missing tensor `{shown}`", self.path.display()))?;
         if view.shape() != expected {
             bail!(
-                "{}: tensor `{name}` has shape {:?}, expected {:?}",
+                "{}: tensor `{shown}` has shape {}, expected {expected:?}",
                 self.path.display(),
-                view.shape(),
-                expected
+                clip(&format!("{:?}", view.shape()))
             );
         }
         let data = view.data();
@@ -138,12 +144,12 @@ impl WeightFile {
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
                 .collect(),
             other => bail!(
-                "{}: tensor `{name}` has dtype {other:?}, expected a float type (f32, f16, bf16)",
+                "{}: tensor `{shown}` has dtype {other:?}, expected a float type (f32, f16, bf16)",
                 self.path.display()
             ),
         };
         if values.iter().any(|v| !v.is_finite()) {
-            bail!("{}: tensor `{name}` holds NaN or infinite values", self.path.display());
+            bail!("{}: tensor `{shown}` holds NaN or infinite values", self.path.display());
         }
         Ok(values)
     }
@@ -223,7 +229,8 @@ impl<'a> TensorReader<'a> {
         let rows = shape[0];
         let cols = shape[1..].iter().product::<usize>();
         let mut out = vec![0.0f32; values.len()];
-        for (r, row) in values.chunks_exact(cols).enumerate() {
+        // A zero-sized tensor has no rows to move (and `chunks_exact(0)` would panic).
+        for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
             for (c, v) in row.iter().enumerate() {
                 out[c * rows + r] = *v;
             }
@@ -260,9 +267,10 @@ impl<'a> TensorReader<'a> {
         let unused = self.unused(ignore);
         if let Some(first) = unused.first() {
             bail!(
-                "{}: unexpected tensor `{first}` ({} unexpected in all): this checkpoint does not \
+                "{}: unexpected tensor `{}` ({} unexpected in all): this checkpoint does not \
                  match the configuration",
                 self.file.path().display(),
+                clip(first),
                 unused.len()
             );
         }

@@ -15,6 +15,7 @@ use crate::edit::recipe::Recipe;
 use crate::fsutil::write_atomic;
 use crate::generator::{SampleOptions, Sampler};
 use crate::grid::Grid;
+use crate::text::json_error;
 
 /// Session file format version.
 pub const SESSION_VERSION: u32 = 1;
@@ -376,6 +377,7 @@ impl Session {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read session {}", path.display()))?;
         let session: Session = serde_json::from_str(&text)
+            .map_err(json_error)
             .with_context(|| format!("session {} is damaged", path.display()))?;
         Ok(Some(session))
     }

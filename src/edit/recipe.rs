@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::edit::ops::{Edit, LatentSource};
 use crate::fsutil::write_atomic;
 use crate::grid::Grid;
+use crate::text::{clip, json_error};
 
 /// The only recipe version this build reads and writes.
 pub const RECIPE_VERSION: u32 = 1;
@@ -59,12 +60,13 @@ impl Recipe {
             bail!("a recipe is a JSON object like {{\"version\": 1, \"edits\": [...]}}");
         };
         if let Some(key) = obj.keys().find(|k| *k != "version" && *k != "edits") {
+            let key = clip(key);
             bail!("unknown recipe field `{key}` (a recipe has `version` and `edits`)");
         }
         let version = obj.get("version").context("recipe has no `version` (use 1)")?;
-        let version = version
-            .as_u64()
-            .with_context(|| format!("recipe `version` must be a whole number, got {version}"))?;
+        let version = version.as_u64().with_context(|| {
+            format!("recipe `version` must be a whole number, got {}", clip(&version.to_string()))
+        })?;
         ensure!(
             version == RECIPE_VERSION as u64,
             "recipe version {version} is not supported: this build reads version {RECIPE_VERSION}"
@@ -178,7 +180,7 @@ fn label(index: usize, edit: &Edit) -> String {
 fn parse_edit(i: usize, value: Value) -> Result<Edit> {
     let op = match value.get("op") {
         Some(Value::String(op)) => op.clone(),
-        Some(other) => bail!("edit {i}: `op` must be a string, got {other}"),
+        Some(other) => bail!("edit {i}: `op` must be a string, got {}", clip(&other.to_string())),
         None if value.is_object() => {
             bail!("edit {i}: missing `op` (one of {})", Edit::OPS.join(", "))
         }
@@ -186,10 +188,13 @@ fn parse_edit(i: usize, value: Value) -> Result<Edit> {
     };
     ensure!(
         Edit::OPS.contains(&op.as_str()),
-        "edit {i}: unknown op `{op}` (known ops: {})",
+        "edit {i}: unknown op `{}` (known ops: {})",
+        clip(&op),
         Edit::OPS.join(", ")
     );
-    let edit: Edit = serde_json::from_value(value).with_context(|| format!("edit {i} ({op})"))?;
+    let edit: Edit = serde_json::from_value(value)
+        .map_err(json_error)
+        .with_context(|| format!("edit {i} ({op})"))?;
     edit.validate().with_context(|| format!("edit {i} ({op})"))?;
     Ok(edit)
 }

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::interpolate::resize_bicubic;
-use super::layers::{Activation, Mlp, MlpKind, PatchEmbed, SelfAttention};
+use super::layers::{Activation, Mlp, MlpKind, PatchEmbed, SelfAttention, position_grid};
 use super::{EncoderInfo, EncoderOutput, IMAGENET_MEAN, IMAGENET_STD, VisionEncoder};
 use crate::weights::TensorReader;
 
@@ -94,8 +94,13 @@ impl Dinov2Config {
 
     /// Width of the MLP's hidden layer, as transformers computes it.
     pub fn mlp_hidden(&self) -> usize {
+        // Saturating: a configuration from a file may hold any ratio (the shapes then differ).
         let hidden = (self.hidden_size as f64 * self.mlp_ratio) as usize;
-        if self.use_swiglu_ffn { (hidden * 2 / 3).div_ceil(8) * 8 } else { hidden }
+        if self.use_swiglu_ffn {
+            (hidden.saturating_mul(2) / 3).div_ceil(8).saturating_mul(8)
+        } else {
+            hidden
+        }
     }
 
     fn position_grid(&self) -> usize {
@@ -189,10 +194,12 @@ pub struct Dinov2 {
 impl Dinov2 {
     pub fn load(r: &TensorReader, config: Dinov2Config, name: &str) -> Result<Self> {
         let d = config.hidden_size;
+        let c = &config;
+        let g =
+            position_grid(r, d, c.num_attention_heads, c.patch_size, c.image_size, c.num_channels)?;
         if !d.is_multiple_of(config.num_attention_heads) {
             bail!("hidden size {d} is not divisible by {} heads", config.num_attention_heads);
         }
-        let g = config.position_grid();
         let positions = r.values("embeddings.position_embeddings", &[1, 1 + g * g, d])?;
         let registers = match config.num_register_tokens {
             0 => None,

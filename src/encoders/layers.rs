@@ -8,6 +8,32 @@ use burn::tensor::activation::silu;
 
 use crate::weights::TensorReader;
 
+/// The side of a configuration's trained position grid. Sizes the model cannot have are refused
+/// first, naming the file: a zero patch would divide by zero, zero widths or heads cannot be
+/// split, and a grid whose table size overflows cannot be counted.
+pub fn position_grid(
+    r: &TensorReader,
+    hidden: usize,
+    heads: usize,
+    patch: usize,
+    image: usize,
+    channels: usize,
+) -> Result<usize> {
+    if [hidden, heads, patch, channels].contains(&0) || image < patch {
+        bail!(
+            "{}: invalid configuration (hidden size {hidden}, {heads} heads, patch {patch}, \
+             image size {image}, {channels} channels): every size must be at least 1 and the \
+             image at least one patch",
+            r.file().path().display()
+        );
+    }
+    let g = image / patch;
+    if g.checked_mul(g).and_then(|n| n.checked_add(1)).is_none() {
+        bail!("{}: image size {image} is too large", r.file().path().display());
+    }
+    Ok(g)
+}
+
 /// A stride = kernel convolution, computed as a matrix product over flattened patches.
 #[derive(Module, Debug)]
 pub struct PatchEmbed {

@@ -20,6 +20,7 @@ use half::f16;
 use super::dinov2::Dinov2Config;
 use crate::fsutil::write_atomic;
 use crate::onnx::{self, Array, GraphProto, NodeProto};
+use crate::text::{clip, clip_message};
 
 /// The modules whose Linear weights are MatMul operands, relative to `encoder/layer.N/`.
 const MATMUL_MODULES: [&str; 6] = [
@@ -81,7 +82,9 @@ fn ancestors(graph: &GraphProto, name: &str) -> HashSet<String> {
 }
 
 fn transpose(a: &Array) -> Result<Array> {
-    let [rows, cols] = a.shape[..] else { bail!("expected a matrix, got shape {:?}", a.shape) };
+    let [rows, cols] = a.shape[..] else {
+        bail!("expected a matrix, got shape {}", clip(&format!("{:?}", a.shape)))
+    };
     let mut data = vec![0.0; a.data.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -109,18 +112,18 @@ pub fn convert(graph: &GraphProto) -> Result<Imported> {
     for node in &graph.node {
         let Some(module) = matmul_module(node) else { continue };
         let operand = node.input.get(1).map_or("", String::as_str);
-        let w = floats
-            .get(operand)
-            .with_context(|| format!("{}: operand `{operand}` is not an initializer", node.name))?;
+        let w = floats.get(operand).with_context(|| {
+            format!("{}: operand `{}` is not an initializer", clip(&node.name), clip(operand))
+        })?;
         let module = module.replace('/', ".");
         let key = format!("{module}.weight");
         if out.contains_key(&key) {
-            bail!("{key} found twice");
+            bail!("{} found twice", clip(&key));
         }
         if !out.contains_key(&format!("{module}.bias")) {
-            bail!("{key}: no matching bias {module}.bias");
+            bail!("{}: no matching bias {}.bias", clip(&key), clip(&module));
         }
-        out.insert(key.clone(), transpose(w).with_context(|| key.clone())?);
+        out.insert(key.clone(), transpose(w).with_context(|| clip(&key).into_owned())?);
         used.insert(operand.to_string());
     }
 
@@ -155,7 +158,8 @@ pub fn convert(graph: &GraphProto) -> Result<Imported> {
     let n = grid.shape.get(1).copied().unwrap_or(0);
     let side = (n as f64).sqrt().round() as usize;
     if cls_pos.shape != [1, 1, d] || grid.shape != [1, n, d] || side * side != n || n == 0 {
-        bail!("position table shapes {:?} and {:?}", cls_pos.shape, grid.shape);
+        let shapes = format!("{:?} and {:?}", cls_pos.shape, grid.shape);
+        bail!("position table shapes {}", clip(&shapes));
     }
     let data = [&cls_pos.data[..], &grid.data[..]].concat();
     out.insert("embeddings.position_embeddings".into(), Array { shape: vec![1, n + 1, d], data });
@@ -167,11 +171,13 @@ pub fn convert(graph: &GraphProto) -> Result<Imported> {
         floats.keys().filter(|n| !used.contains(*n) && !n.starts_with("decoder.")).collect();
     if !left.is_empty() {
         left.sort();
-        bail!("float initializers that are neither backbone nor head: {left:?}");
+        let left = clip_message(&format!("{left:?}")).into_owned();
+        bail!("float initializers that are neither backbone nor head: {left}");
     }
     for node in graph.node.iter().filter(|n| !n.name.starts_with("/backbone/")) {
         if let Some(i) = node.input.iter().find(|i| used.contains(*i)) {
-            bail!("backbone weight `{i}` is used outside the backbone by {}", node.name);
+            let (i, by) = (clip(i), clip(&node.name));
+            bail!("backbone weight `{i}` is used outside the backbone by {by}");
         }
     }
     let config = config(&out, side, d)?;
@@ -183,9 +189,12 @@ pub fn convert(graph: &GraphProto) -> Result<Imported> {
 fn config(t: &BTreeMap<String, Array>, side: usize, d: usize) -> Result<Dinov2Config> {
     let shape = |n: &str| t.get(n).map(|a| a.shape.clone()).with_context(|| format!("missing {n}"));
     let conv = shape("embeddings.patch_embeddings.projection.weight")?;
-    let [_, channels, patch, _] = conv[..] else { bail!("patch projection shape {conv:?}") };
+    let [_, channels, patch, _] = conv[..] else {
+        bail!("patch projection shape {}", clip(&format!("{conv:?}")))
+    };
     let layers = (0..).take_while(|i| t.contains_key(&format!("encoder.layer.{i}.norm1.weight")));
-    let hidden = shape("encoder.layer.0.mlp.fc1.weight")?[0];
+    let fc1 = shape("encoder.layer.0.mlp.fc1.weight")?;
+    let hidden = *fc1.first().context("encoder.layer.0.mlp.fc1.weight has no dimensions")?;
     Ok(Dinov2Config {
         hidden_size: d,
         num_hidden_layers: layers.count(),
@@ -209,7 +218,7 @@ fn write(imported: &Imported, out: &Path, half: bool, source: &str) -> Result<()
         .map(|(name, a)| {
             let raw = if half {
                 if a.data.iter().any(|&v| !f16::from_f32(v).is_finite()) {
-                    bail!("{name}: a value does not fit in f16");
+                    bail!("{}: a value does not fit in f16", clip(name));
                 }
                 a.data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
             } else {

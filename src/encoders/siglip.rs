@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::interpolate::resize_bicubic;
-use super::layers::{Activation, Mlp, MlpKind, PatchEmbed, SelfAttention};
+use super::layers::{Activation, Mlp, MlpKind, PatchEmbed, SelfAttention, position_grid};
 use super::{EncoderInfo, EncoderOutput, SIGLIP_MEAN, SIGLIP_STD, VisionEncoder};
 use crate::weights::TensorReader;
 
@@ -116,10 +116,12 @@ pub struct Siglip {
 impl Siglip {
     pub fn load(r: &TensorReader, config: SiglipConfig, name: &str) -> Result<Self> {
         let d = config.hidden_size;
+        let c = &config;
+        let g =
+            position_grid(r, d, c.num_attention_heads, c.patch_size, c.image_size, c.num_channels)?;
         if !d.is_multiple_of(config.num_attention_heads) {
             bail!("hidden size {d} is not divisible by {} heads", config.num_attention_heads);
         }
-        let g = config.position_grid();
         let grid_positions = r.values("embeddings.position_embedding.weight", &[g * g, d])?;
         let model = SiglipModel {
             patch_embedding: PatchEmbed::load(

@@ -15,6 +15,7 @@ use super::dinov2::{Dinov2, Dinov2Config};
 use super::hub::{self, DownloadError, Hub, Transfer};
 use super::siglip::{Siglip, SiglipConfig};
 use crate::assets;
+use crate::text::{clip, json_error};
 use crate::weights::{TensorReader, WeightFile};
 
 /// The name of the built-in encoder, used when none is given.
@@ -115,6 +116,7 @@ fn find_config(file: &WeightFile) -> Result<Option<Value>> {
     };
     let Some(text) = text else { return Ok(None) };
     let mut value: Value = serde_json::from_str(&text)
+        .map_err(json_error)
         .with_context(|| format!("the configuration of {} is not valid JSON", path.display()))?;
     if let Some(vision) = value.get("vision_config").cloned() {
         value = vision;
@@ -141,11 +143,14 @@ pub fn load_file(path: &Path, name: &str, device: &Device) -> Result<Arc<dyn Vis
     let encoder: Arc<dyn VisionEncoder> = if let Some(prefix) = dinov2_prefix {
         let cfg = match config {
             Some(c) if model_type.starts_with("dinov2") || model_type.is_empty() => {
-                serde_json::from_value(c).context("invalid DINOv2 configuration")?
+                serde_json::from_value(c)
+                    .map_err(json_error)
+                    .with_context(|| format!("{}: invalid DINOv2 configuration", path.display()))?
             }
             Some(_) => bail!(
-                "{}: configuration says `{model_type}` but the tensors are DINOv2's",
-                path.display()
+                "{}: configuration says `{}` but the tensors are DINOv2's",
+                path.display(),
+                clip(&model_type)
             ),
             None => infer_dinov2(&file, prefix)?,
         };
@@ -153,7 +158,9 @@ pub fn load_file(path: &Path, name: &str, device: &Device) -> Result<Arc<dyn Vis
         Arc::new(Dinov2::load(&reader, cfg, name)?)
     } else if let Some(prefix) = siglip_prefix {
         let cfg = match config {
-            Some(c) => serde_json::from_value(c).context("invalid SigLIP vision configuration")?,
+            Some(c) => serde_json::from_value(c).map_err(json_error).with_context(|| {
+                format!("{}: invalid SigLIP vision configuration", path.display())
+            })?,
             None => infer_siglip(&file, prefix)?,
         };
         let reader = TensorReader::new(&file, prefix, device);
@@ -178,23 +185,36 @@ fn count_layers(file: &WeightFile, prefix: &str, suffix: &str) -> usize {
     (0..).take_while(|i| file.contains(&format!("{prefix}{i}.{suffix}"))).count()
 }
 
-fn shape_of(file: &WeightFile, name: &str) -> Result<Vec<usize>> {
-    file.shape(name).with_context(|| format!("{}: missing tensor `{name}`", file.path().display()))
+/// Dimension `i` of a tensor's shape; the file may give it fewer dimensions than expected.
+fn dim_of(file: &WeightFile, name: &str, i: usize) -> Result<usize> {
+    let path = file.path().display();
+    let shape = file.shape(name).with_context(|| format!("{path}: missing tensor `{name}`"))?;
+    shape.get(i).copied().with_context(|| {
+        format!(
+            "{path}: tensor `{name}` has shape {}, too few dimensions",
+            clip(&format!("{shape:?}"))
+        )
+    })
 }
 
 /// Derives a DINOv2 configuration from tensor shapes (heads assume the released 64-wide heads).
 fn infer_dinov2(file: &WeightFile, p: &str) -> Result<Dinov2Config> {
-    let d = shape_of(file, &format!("{p}embeddings.cls_token"))?[2];
-    let patch = shape_of(file, &format!("{p}embeddings.patch_embeddings.projection.weight"))?[2];
-    let positions = shape_of(file, &format!("{p}embeddings.position_embeddings"))?[1] - 1;
+    let d = dim_of(file, &format!("{p}embeddings.cls_token"), 2)?;
+    let patch = dim_of(file, &format!("{p}embeddings.patch_embeddings.projection.weight"), 2)?;
+    // The CLS entry, then the patch grid.
+    let table = format!("{p}embeddings.position_embeddings");
+    let positions = dim_of(file, &table, 1)?
+        .checked_sub(1)
+        .with_context(|| format!("{}: tensor `{table}` has no entries", file.path().display()))?;
     let grid = (positions as f64).sqrt() as usize;
     let layers = count_layers(file, &format!("{p}encoder.layer."), "norm1.weight");
     let swiglu = file.contains(&format!("{p}encoder.layer.0.mlp.weights_in.weight"));
-    let registers = file.shape(&format!("{p}embeddings.register_tokens")).map_or(0, |s| s[1]);
+    let registers = file.shape(&format!("{p}embeddings.register_tokens"));
+    let registers = registers.and_then(|s| s.get(1).copied()).unwrap_or(0);
     let mlp_ratio = if swiglu {
         4.0
     } else {
-        shape_of(file, &format!("{p}encoder.layer.0.mlp.fc1.weight"))?[0] as f64 / d as f64
+        dim_of(file, &format!("{p}encoder.layer.0.mlp.fc1.weight"), 0)? as f64 / d as f64
     };
     Ok(Dinov2Config {
         hidden_size: d,
@@ -214,11 +234,11 @@ fn infer_dinov2(file: &WeightFile, p: &str) -> Result<Dinov2Config> {
 
 /// Derives a SigLIP configuration from tensor shapes (heads as in the released checkpoints).
 fn infer_siglip(file: &WeightFile, p: &str) -> Result<SiglipConfig> {
-    let conv = shape_of(file, &format!("{p}embeddings.patch_embedding.weight"))?;
-    let (d, patch) = (conv[0], conv[2]);
-    let positions = shape_of(file, &format!("{p}embeddings.position_embedding.weight"))?[0];
+    let conv = format!("{p}embeddings.patch_embedding.weight");
+    let (d, patch) = (dim_of(file, &conv, 0)?, dim_of(file, &conv, 2)?);
+    let positions = dim_of(file, &format!("{p}embeddings.position_embedding.weight"), 0)?;
     let grid = (positions as f64).sqrt() as usize;
-    let intermediate = shape_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"))?[0];
+    let intermediate = dim_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"), 0)?;
     let heads = if d == 1152 { 16 } else { (d / 64).max(1) };
     Ok(SiglipConfig {
         hidden_size: d,

@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::{Module, Param, ParamId};
 use burn::prelude::*;
 
 use crate::fsutil::write_atomic;
 use crate::param_paths::{self, PathMapper, PathVisitor};
+use crate::text::{clip, json_error};
 use crate::weights::WeightFile;
 
 /// One parameter: module path, id, shape and values.
@@ -87,8 +88,9 @@ pub fn check_unused<M: Module>(module: &M, file: &WeightFile, prefix: &str) -> R
         collect_paths(module).into_iter().map(|p| format!("{prefix}{p}")).collect();
     if let Some(extra) = file.names().find(|n| n.starts_with(prefix) && !known.contains(*n)) {
         bail!(
-            "{}: unexpected tensor `{extra}`: the checkpoint does not match its configuration",
-            file.path().display()
+            "{}: unexpected tensor `{}`: the checkpoint does not match its configuration",
+            file.path().display(),
+            clip(extra)
         );
     }
     Ok(())
@@ -204,8 +206,15 @@ impl CheckpointWriter {
 
 /// Parameter ids saved by [`CheckpointWriter::train_state`] (empty when there are none).
 pub fn param_ids(file: &WeightFile) -> Result<BTreeMap<String, u64>> {
-    match file.metadata().get("param_ids") {
-        Some(text) => Ok(serde_json::from_str(text)?),
+    ids_metadata(file, "param_ids")
+}
+
+/// The parameter ids in metadata `key` (empty when there is none).
+fn ids_metadata(file: &WeightFile, key: &str) -> Result<BTreeMap<String, u64>> {
+    match file.metadata().get(key) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(json_error)
+            .with_context(|| format!("{}: invalid `{key}` metadata", file.path().display())),
         None => Ok(BTreeMap::new()),
     }
 }
@@ -236,10 +245,7 @@ pub fn load_aux<M: Module>(
     if !file.contains(&key) {
         return Ok(None);
     }
-    let ids: BTreeMap<String, u64> = match file.metadata().get(&format!("{name}_param_ids")) {
-        Some(text) => serde_json::from_str(text)?,
-        None => BTreeMap::new(),
-    };
+    let ids = ids_metadata(file, &format!("{name}_param_ids"))?;
     let module = load(module, file, &format!("{name}."), &ids)?;
     let st = safetensors::SafeTensors::deserialize(file.bytes())?;
     Ok(Some((module, st.tensor(&key)?.data().to_vec())))

@@ -123,6 +123,19 @@ impl FaeConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        let sizes =
+            [self.encoder_dim, self.patch_size, self.enc_heads, self.enc_head_dim, self.pix_patch];
+        if sizes.contains(&0) {
+            bail!(
+                "encoder width {}, patch {}, {} encoder heads of {} dims and pixel patch {} must all \
+                 be at least 1",
+                self.encoder_dim,
+                self.patch_size,
+                self.enc_heads,
+                self.enc_head_dim,
+                self.pix_patch
+            );
+        }
         if !(8..=64).contains(&self.latent_channels) {
             bail!("latent channels must be between 8 and 64, got {}", self.latent_channels);
         }

@@ -25,6 +25,7 @@ use crate::encoders::{VisionEncoder, source};
 use crate::grid::Grid;
 use crate::image_io;
 use crate::metrics;
+use crate::text::json_error;
 use crate::weights::WeightFile;
 
 pub const FORMAT: &str = "fae-studio-checkpoint/1";
@@ -117,9 +118,21 @@ impl CheckpointFile {
                 path.display()
             );
         }
+        let invalid = || format!("{}: invalid model configuration", path.display());
         let config: FaeConfig = serde_json::from_str(meta.get("config").map_or("", |s| s.as_str()))
-            .with_context(|| format!("{}: invalid model configuration", path.display()))?;
-        config.validate()?;
+            .map_err(json_error)
+            .with_context(invalid)?;
+        config.validate().with_context(invalid)?;
+        // Every layer has tensors: more layers than tensors would have the model built (and its
+        // layers allocated) before a tensor is found missing.
+        let layers = config.dec_depth.saturating_add(config.pix_depth);
+        let tensors = file.names().count();
+        if layers > tensors {
+            bail!(
+                "{}: configuration of {layers} decoder layers in a file of {tensors} tensors",
+                path.display()
+            );
+        }
         let c = config.latent_channels;
         let stats = LatentStats {
             mean: file.read_f32("latent_mean", &[c])?,

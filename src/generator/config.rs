@@ -3,6 +3,10 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// Largest latent grid side: 16 x 16 in the paper; 256 (images of 3584 px at patch 14) keeps
+/// the token count, RoPE tables and attention of a configuration read from a file within memory.
+pub const MAX_GRID: usize = 256;
+
 /// A SiT / LightningDiT-style flow transformer over a normalised latent grid.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GeneratorConfig {
@@ -60,6 +64,9 @@ impl GeneratorConfig {
 
     pub fn validate(&self) -> Result<()> {
         let (h, w) = self.grid;
+        if !(1..=MAX_GRID).contains(&h) || !(1..=MAX_GRID).contains(&w) {
+            bail!("latent grid {h}x{w} must have 1 to {MAX_GRID} tokens a side");
+        }
         if self.patch == 0 || h % self.patch != 0 || w % self.patch != 0 {
             bail!("latent grid {h}x{w} is not a multiple of the generator patch {}", self.patch);
         }

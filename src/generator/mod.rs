@@ -26,6 +26,7 @@ pub use sample::{SampleOptions, Sampler};
 use crate::fae::checkpoint::{self, CheckpointWriter};
 use crate::fae::{CheckpointFile, DEFAULT_MODEL, Fae};
 use crate::grid::Grid;
+use crate::text::json_error;
 use crate::weights::WeightFile;
 
 pub const FORMAT: &str = "fae-studio-generator/1";
@@ -78,10 +79,22 @@ impl GeneratorFile {
                 path.display()
             );
         }
+        let invalid = || format!("{}: invalid generator configuration", path.display());
         let config: GeneratorConfig =
             serde_json::from_str(meta.get("config").map_or("", |s| s.as_str()))
-                .with_context(|| format!("{}: invalid generator configuration", path.display()))?;
-        config.validate()?;
+                .map_err(json_error)
+                .with_context(invalid)?;
+        config.validate().with_context(invalid)?;
+        // Every layer has tensors: more layers than tensors would have the model built (and its
+        // layers allocated) before a tensor is found missing.
+        let tensors = file.names().count();
+        if config.depth > tensors {
+            bail!(
+                "{}: configuration of {} layers in a file of {tensors} tensors",
+                path.display(),
+                config.depth
+            );
+        }
         let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
         let fae = FaeRef {
             path: meta.get("fae_path").filter(|p| !p.is_empty()).map(PathBuf::from),
