@@ -10,7 +10,7 @@ use clap::Parser;
 
 use fae_studio::backend::{self, BackendChoice};
 use fae_studio::bench::{self, BenchOptions};
-use fae_studio::composite::{self, CompositeMode};
+use fae_studio::composite::CompositeMode;
 use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;

@@ -63,7 +63,6 @@ impl Isa {
     fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            use pulp::Simd;
             match self {
                 Isa::Avx2 => {
                     if let Some(simd) = pulp::x86::V3::try_new() {
@@ -464,13 +463,15 @@ mod tests {
             0.5 * x
                 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
         };
-        let (t, dim) = (37, 48);
+        // Softmax rows of 37 (as attention over 37 tokens), 29 x 37 of them.
+        const T: usize = 37;
+        let dim = 48;
         let gamma: Vec<f32> = (0..dim).map(|i| 0.5 + i as f32 * 0.01).collect();
         let beta: Vec<f32> = (0..dim).map(|i| i as f32 * -0.02).collect();
         let portable = (
             apply(Isa::Portable, gelu_slice),
             apply(Isa::Portable, gelu_tanh_slice),
-            apply(Isa::Portable, |isa, v| softmax_rows(isa, &mut v[..t * t * 29], t)),
+            apply(Isa::Portable, |isa, v| softmax_rows(isa, &mut v[..T * T * 29], T)),
         );
         for isa in isas {
             let gelu = apply(isa, gelu_slice);
@@ -481,14 +482,17 @@ mod tests {
             let reference: Vec<f32> = inputs.iter().map(|&x| tanh_f64(x) as f32).collect();
             assert!(worst(&tanh, &portable.1) <= 1e-6, "{isa:?} tanh gelu");
             assert!(worst(&tanh, &reference) < 2e-6, "{isa:?} tanh gelu vs f64");
-            let soft = apply(isa, |isa, v| softmax_rows(isa, &mut v[..t * t * 29], t));
+            let soft = apply(isa, |isa, v| softmax_rows(isa, &mut v[..T * T * 29], T));
             assert!(worst(&soft, &portable.2) <= 1e-7, "{isa:?} softmax");
-            for row in soft[..t * t * 29].chunks_exact(t) {
+            for row in soft[..T * T * 29].chunks_exact(T) {
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{isa:?} softmax sums to 1");
             }
-            let mut rows = inputs[..dim * 500].to_vec();
+            // Rows spread over a few units around an offset, as activations are.
+            let x: Vec<f32> =
+                (0..dim * 500).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.2 + 7.0).collect();
+            let mut rows = x.clone();
             layer_norm_rows(isa, &mut rows, &gamma, Some(&beta), 1e-6);
-            for (row, out) in inputs[..dim * 500].chunks_exact(dim).zip(rows.chunks_exact(dim)) {
+            for (row, out) in x.chunks_exact(dim).zip(rows.chunks_exact(dim)) {
                 let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
                 let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / dim as f64;
                 for i in 0..dim {
