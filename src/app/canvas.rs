@@ -284,7 +284,7 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             if let Some(h) = st.hover.filter(|h| h.doc == doc_id) {
                 opts.marker = Some((h.y, h.x));
             }
-            let on_gpu = st.map_path.on_gpu() && st.session.settings.gpu_maps;
+            let on_gpu = st.maps_path().on_gpu();
             gpu::draw(&clip, img_rect, map, opts, on_gpu, &mut st.maps);
         }
         if st.session.settings.show_grid

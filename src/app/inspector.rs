@@ -206,7 +206,7 @@ fn map_widget(
     if marker {
         opts.marker = st.hover.map(|h| (h.y, h.x));
     }
-    let on_gpu = st.map_path.on_gpu() && st.session.settings.gpu_maps;
+    let on_gpu = st.maps_path().on_gpu();
     gpu::draw(ui.painter(), rect, map, opts, on_gpu, &mut st.maps);
     resp
 }
@@ -341,7 +341,7 @@ fn channel_grid(ui: &mut egui::Ui, st: &mut AppState, i: usize, side: f32) {
                 kind: MapKind::Channel { channel: c, lo: s.min, hi: s.max },
             };
             let (rect, resp) = ui.allocate_exact_size(Vec2::splat(cell), Sense::click());
-            let on_gpu = st.map_path.on_gpu() && st.session.settings.gpu_maps;
+            let on_gpu = st.maps_path().on_gpu();
             gpu::draw(ui.painter(), rect, &map, DrawOptions::default(), on_gpu, &mut st.maps);
             if c == picked {
                 ui.painter().rect_stroke(

@@ -238,6 +238,11 @@ impl AppState {
         state
     }
 
+    /// How token maps are drawn now: the renderer's path, unless the View menu chose the CPU.
+    pub fn maps_path(&self) -> gpu::MapPath {
+        if self.session.settings.gpu_maps { self.map_path } else { gpu::MapPath::Cpu }
+    }
+
     pub fn notify(&mut self, text: impl Into<String>, error: bool) {
         let text = text.into();
         if error {

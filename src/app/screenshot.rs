@@ -110,8 +110,7 @@ impl Screenshot {
                 (r.height() * ppp).round()
             )
         });
-        let maps =
-            if st.session.settings.gpu_maps { st.map_path } else { super::gpu::MapPath::Cpu };
+        let maps = st.maps_path();
         Ok(format!(
             "screenshot {} ({w}x{h}); window: {}; maps: {}; original picture at {at} px",
             self.path.display(),

@@ -229,8 +229,7 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             }
         }
         ui.separator();
-        let maps =
-            if st.session.settings.gpu_maps { st.map_path } else { super::gpu::MapPath::Cpu };
+        let maps = st.maps_path();
         ui.label(format!("window: {} · maps: {}", st.renderer, maps.label()))
             .on_hover_text("The window's graphics adapter, and how token maps are drawn on it");
         if let Some(a) = st.active_doc().and_then(|d| d.analysis.as_ref()) {
