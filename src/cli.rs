@@ -192,6 +192,10 @@ pub enum Command {
         /// With --reconstruct: the working size in pixels (centre crops).
         #[arg(long, default_value_t = 224)]
         size: usize,
+        /// With --reconstruct: also write a PNG of 8 originals (top) above their
+        /// reconstructions (bottom), spread over the folder.
+        #[arg(long, requires = "reconstruct")]
+        grid: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -320,6 +324,17 @@ pub struct TrainArgs {
     /// Weight of the perceptual (encoder feature) term of the pixel loss; 0 turns it off.
     #[arg(long, default_value_t = 0.1)]
     pub perceptual: f64,
+    /// Random shift in pixels (up to a patch) between the perceptual term's crops and the
+    /// decoder's patch grid; 0 compares on the grid, which teaches a per-patch pattern.
+    #[arg(long, default_value_t = 7)]
+    pub perceptual_shift: usize,
+    /// Weight of the image-gradient L1 term of the pixel loss (sharper edges); 0 turns it off.
+    #[arg(long, default_value_t = 0.0)]
+    pub gradient: f64,
+    /// Mean feature-noise level of the first pixel stage (per-sample sigma ~ U(0, 2 x NOISE));
+    /// larger trades fidelity for robustness to the feature decoder's errors.
+    #[arg(long, default_value_t = 0.4)]
+    pub noise: f64,
     /// Weight of the adversarial (hinge GAN, PatchGAN discriminator) term of the pixel loss;
     /// 0 (the default) leaves it off; 0.1 is a reasonable weight for long runs.
     #[arg(long, default_value_t = 0.0)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use image::RgbImage;
 use serde::Serialize;
 
 use crate::fae::Fae;
@@ -41,6 +42,9 @@ pub struct Report {
     pub all: Figures,
     pub images_per_s: f64,
     pub by_folder: BTreeMap<String, Figures>,
+    /// Originals and their reconstructions of up to `pairs` images spread over the folder.
+    #[serde(skip)]
+    pub pairs: Vec<(RgbImage, RgbImage)>,
 }
 
 /// Sums per image, turned into [`Figures`] at the end.
@@ -102,14 +106,17 @@ pub fn images_under(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Reconstructs every image under `dir` at `size x size` (centre crops) with `fae`.
-/// `model` names the model in the report. Fails on the first image that cannot be read.
-pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize) -> Result<Report> {
+/// `model` names the model in the report; `pairs` images spread evenly over the sorted files are
+/// kept beside their originals (for a picture). Fails on the first image that cannot be read.
+pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -> Result<Report> {
     let files = images_under(dir)?;
+    let keep: Vec<usize> = (0..pairs.min(files.len())).map(|i| i * files.len() / pairs).collect();
+    let mut kept = Vec::new();
     let patch = fae.config.pix_patch;
     let mut all = Totals::default();
     let mut by_folder: BTreeMap<String, Totals> = BTreeMap::new();
     let started = Instant::now();
-    for path in &files {
+    for (i, path) in files.iter().enumerate() {
         let r = fae.reconstruct(path, Some(size)).with_context(|| path.display().to_string())?;
         let image = &r.decoded.image;
         let (w, h) = image.dimensions();
@@ -127,6 +134,9 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize) -> Result<Repor
         let folder = path.parent().and_then(|p| p.strip_prefix(dir).ok());
         let folder = folder.map_or(String::new(), |f| f.display().to_string());
         by_folder.entry(folder).or_default().add(values, gradients);
+        if keep.contains(&i) {
+            kept.push((image_io::to_rgb8(&original), image_io::to_rgb8(image)));
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
@@ -135,5 +145,6 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize) -> Result<Repor
         all: all.figures(),
         images_per_s: files.len() as f64 / seconds.max(1e-9),
         by_folder: by_folder.into_iter().map(|(k, t)| (k, t.figures())).collect(),
+        pairs: kept,
     })
 }

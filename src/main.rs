@@ -141,6 +141,8 @@ fn run(cli: Cli) -> Result<()> {
             o.views = args.views.max(1);
             o.val_every = args.val_every.max(1);
             o.perceptual = args.perceptual;
+            (o.perceptual_shift, o.gradient, o.noise) =
+                (args.perceptual_shift, args.gradient, args.noise);
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
@@ -319,11 +321,15 @@ fn run(cli: Cli) -> Result<()> {
                 secs * 1e3 / paths.len() as f64
             );
         }
-        Command::Evaluate { reconstruct: Some(dir), model, size, json, .. } => {
+        Command::Evaluate { reconstruct: Some(dir), model, size, json, grid, .. } => {
             let compute = backend::select(cli.backend)?;
             let fae = Fae::load(model.as_deref(), &compute.device)?;
             let name = model.map_or("built-in".to_string(), |p| p.display().to_string());
-            let report = heldout::evaluate(&fae, &name, &dir, size)?;
+            let pairs = if grid.is_some() { 8 } else { 0 };
+            let report = heldout::evaluate(&fae, &name, &dir, size, pairs)?;
+            if let Some(path) = &grid {
+                write_png(path, &train::run::pairs_picture(&report.pairs))?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -359,6 +359,14 @@ fn train_generator_sample_export_and_evaluate() {
         (Some(8), Some(8), Some(3))
     );
     assert_eq!(e["encoder"], "dinov2-small");
+
+    // The round-trip evaluation of the built-in model on the photos, with its picture.
+    let grid = dir.path().join("grid.png");
+    let out = run_ok(&["evaluate", "--reconstruct", s(photos()), "--grid", s(&grid), "--json"]);
+    let r: Value = serde_json::from_str(&out).unwrap_or_else(|err| panic!("{out}: {err}"));
+    assert_eq!(r["images"].as_u64(), Some(8), "{r}");
+    assert!(finite(&r, "psnr") > 8.0 && finite(&r, "blockiness") > 0.0, "{r}");
+    assert_eq!(rgb(&grid).dimensions(), (8 * 224, 2 * 224));
 }
 
 /// The built-in generator samples 224 px images for the built-in model.

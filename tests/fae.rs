@@ -382,7 +382,7 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     }
     std::fs::write(tmp.path().join("notes.txt"), "not an image").unwrap();
     let fae = Fae::load(None, &device).unwrap();
-    let report = fae_studio::heldout::evaluate(&fae, "built-in", tmp.path(), 224).unwrap();
+    let report = fae_studio::heldout::evaluate(&fae, "built-in", tmp.path(), 224, 2).unwrap();
     eprintln!("{}", serde_json::to_string(&report).unwrap());
     let all = &report.all;
     assert_eq!(all.images, 3);
@@ -395,8 +395,14 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
     assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
     assert!(report.images_per_s > 0.0);
+    // Two pairs kept for a picture: files 0 and 1 of the three (sorted), at the working size.
+    assert_eq!(report.pairs.len(), 2);
+    for (original, decoded) in &report.pairs {
+        assert_eq!((original.dimensions(), decoded.dimensions()), ((224, 224), (224, 224)));
+        assert_ne!(original, decoded);
+    }
     let empty = tempfile::tempdir().unwrap();
-    let err = fae_studio::heldout::evaluate(&fae, "m", empty.path(), 224).unwrap_err();
+    let err = fae_studio::heldout::evaluate(&fae, "m", empty.path(), 224, 0).unwrap_err();
     assert!(err.to_string().contains("holds no images"), "{err}");
 }
 

@@ -31,7 +31,8 @@ from=()
 [[ -n ${FROM:-} && ${#resume[@]} -eq 0 ]] && from=(--from "$FROM")
 [[ -n ${PIXEL_HEAD:-} && ${#resume[@]} -eq 0 ]] && from+=(--pixel-head "$PIXEL_HEAD")
 "$bin" train --backend "$backend" --data "$photos" --out "$run" --size 224 --batch "$batch" \
-  --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --checkpoint-every 25 \
+  --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --noise "${NOISE:-0.4}" \
+  --gradient "${GRADIENT:-0}" --checkpoint-every 25 \
   --val-every 200 "${from[@]}" "${resume[@]}"
 "$bin" export --model "$run/latest.safetensors" --out "$run/export-f16.safetensors" --f16
 assets=$root/assets

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod discriminator;
+pub mod loss;
 pub mod run;
 pub mod shared;
 

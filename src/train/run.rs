@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
 use super::discriminator::{Discriminator, hinge_d, hinge_g};
+use super::loss::{fae_loss, pixel_loss, scalar};
 use super::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
 use crate::encoders::{VisionEncoder, source};
 use crate::fae::{
@@ -87,6 +88,13 @@ pub struct TrainOptions {
     /// Where in the pixel stages (0 = their start, 1 = their end) the adversarial term starts.
     #[serde(default = "default_adversarial_start")]
     pub adversarial_start: f64,
+    /// Random shift in pixels (up to a patch) of the perceptual term's crops; 0 compares whole
+    /// images on the patch grid.
+    #[serde(default)]
+    pub perceptual_shift: usize,
+    /// Weight of the image-gradient L1 term of the pixel loss; 0 turns it off.
+    #[serde(default)]
+    pub gradient: f64,
     /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
     pub noise: f64,
     /// Weight of the optional cosine term in the feature loss.
@@ -136,6 +144,8 @@ impl TrainOptions {
             perceptual: 0.1,
             adversarial: default_adversarial(),
             adversarial_start: default_adversarial_start(),
+            perceptual_shift: 7,
+            gradient: 0.0,
             noise: 0.4,
             feature_cosine: 0.1,
             ema_decay: 0.999,
@@ -496,6 +506,7 @@ pub fn train(
                     grid,
                     perceptual_encoder.as_deref(),
                     &options,
+                    &mut rng,
                 );
                 if let Some(d) = disc.as_ref().filter(|_| adversarial) {
                     let g = hinge_g(d.forward(image.clone()));
@@ -647,91 +658,6 @@ fn images_to_tensor<'a>(
     let parts: Vec<Tensor<4>> =
         images.map(|img| image_io::to_tensor(img, [0.0; 3], [1.0; 3], device)).collect();
     Tensor::cat(parts, 0)
-}
-
-/// Mean cosine distance between token vectors `[B, T, D]`.
-fn cosine_distance(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
-    let dot = (a.clone() * b.clone()).sum_dim(2);
-    let norms = (a.square().sum_dim(2) * b.square().sum_dim(2)).sqrt() + 1e-8;
-    (-(dot / norms) + 1.0).mean()
-}
-
-/// Squared error to the encoder features + beta * KL (+ optional cosine term).
-fn fae_loss(
-    model: &FaeModel,
-    features: Tensor<3>,
-    grid: (usize, usize),
-    config: &FaeConfig,
-    options: &TrainOptions,
-    rng: &mut Rng,
-) -> (Tensor<1>, Vec<(&'static str, f64)>) {
-    let (mean, log_var) = model.encoder.forward(features.clone());
-    let [b, t, c] = mean.dims();
-    let eps = Tensor::<1>::from_data(
-        TensorData::new(rng.normals(b * t * c), [b * t * c]),
-        &mean.device(),
-    )
-    .reshape([b, t, c]);
-    let z = mean.clone() + (log_var.clone() * 0.5).exp() * eps;
-    let restored = model.feature_decoder.forward(z, grid);
-    let mse = (restored.clone() - features.clone()).square().mean();
-    let kl = ((mean.square() + log_var.clone().exp() - log_var - 1.0) * 0.5).mean();
-    let mut loss = mse.clone() + kl.clone() * config.beta;
-    let mut parts = vec![("mse", scalar(&mse)), ("kl", scalar(&kl))];
-    if options.feature_cosine > 0.0 {
-        let cos = cosine_distance(restored, features);
-        parts.push(("cos_dist", scalar(&cos)));
-        loss = loss + cos * options.feature_cosine;
-    }
-    (loss, parts)
-}
-
-/// L1 to the target image + perceptual distance in the frozen encoder's feature space; also
-/// returns the decoded image (for the adversarial term).
-fn pixel_loss(
-    model: &FaeModel,
-    input: Tensor<3>,
-    target_features: Tensor<3>,
-    targets: Tensor<4>,
-    grid: (usize, usize),
-    encoder: Option<&dyn VisionEncoder>,
-    options: &TrainOptions,
-) -> (Tensor<1>, Vec<(&'static str, f64)>, Tensor<4>) {
-    let image = model.pixel_decoder.forward(input, grid);
-    let [_, _, h, w] = targets.dims();
-    let image = if image.dims()[2..] == [h, w] { image } else { resize_to(image, h, w) };
-    let l1 = (image.clone() - targets).abs().mean();
-    let mut parts = vec![("l1", scalar(&l1))];
-    let mut loss = l1;
-    if let Some(encoder) = encoder {
-        let info = encoder.info();
-        let normalised = normalise(image.clone(), info.mean, info.std);
-        let tokens = encoder.forward(normalised).patch_tokens;
-        let [b, gh, gw, d] = tokens.dims();
-        let perceptual = cosine_distance(tokens.reshape([b, gh * gw, d]), target_features.detach());
-        parts.push(("perceptual", scalar(&perceptual)));
-        loss = loss + perceptual * options.perceptual;
-    }
-    (loss, parts, image)
-}
-
-fn resize_to(image: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
-    use burn::tensor::module::interpolate;
-    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-    interpolate(image, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w]))
-}
-
-fn normalise(image: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> {
-    let device = image.device();
-    let m =
-        Tensor::<1>::from_data(TensorData::new(mean.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
-    let s =
-        Tensor::<1>::from_data(TensorData::new(std.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
-    (image - m) / s
-}
-
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone().into_scalar::<f32>() as f64
 }
 
 fn runtime(

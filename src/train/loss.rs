@@ -1,0 +1,202 @@
+//! The training losses: the FAE's feature loss and the pixel decoder's image loss with its
+//! optional terms (image gradients, shifted perceptual distance).
+
+use burn::prelude::*;
+
+use super::run::TrainOptions;
+use crate::encoders::VisionEncoder;
+use crate::fae::{FaeConfig, FaeModel};
+use crate::rng::Rng;
+
+/// Named loss parts for the metrics log.
+pub type Parts = Vec<(&'static str, f64)>;
+
+/// Mean cosine distance between token vectors `[B, T, D]`.
+pub fn cosine_distance(a: Tensor<3>, b: Tensor<3>) -> Tensor<1> {
+    let dot = (a.clone() * b.clone()).sum_dim(2);
+    let norms = (a.square().sum_dim(2) * b.square().sum_dim(2)).sqrt() + 1e-8;
+    (-(dot / norms) + 1.0).mean()
+}
+
+/// Squared error to the encoder features + beta * KL (+ optional cosine term).
+pub fn fae_loss(
+    model: &FaeModel,
+    features: Tensor<3>,
+    grid: (usize, usize),
+    config: &FaeConfig,
+    options: &TrainOptions,
+    rng: &mut Rng,
+) -> (Tensor<1>, Parts) {
+    let (mean, log_var) = model.encoder.forward(features.clone());
+    let [b, t, c] = mean.dims();
+    let eps = Tensor::<1>::from_data(
+        TensorData::new(rng.normals(b * t * c), [b * t * c]),
+        &mean.device(),
+    )
+    .reshape([b, t, c]);
+    let z = mean.clone() + (log_var.clone() * 0.5).exp() * eps;
+    let restored = model.feature_decoder.forward(z, grid);
+    let mse = (restored.clone() - features.clone()).square().mean();
+    let kl = ((mean.square() + log_var.clone().exp() - log_var - 1.0) * 0.5).mean();
+    let mut loss = mse.clone() + kl.clone() * config.beta;
+    let mut parts = vec![("mse", scalar(&mse)), ("kl", scalar(&kl))];
+    if options.feature_cosine > 0.0 {
+        let cos = cosine_distance(restored, features);
+        parts.push(("cos_dist", scalar(&cos)));
+        loss = loss + cos * options.feature_cosine;
+    }
+    (loss, parts)
+}
+
+/// L1 to the target image, plus the optional image-gradient and perceptual terms; also returns
+/// the decoded image (for the adversarial term).
+#[allow(clippy::too_many_arguments)]
+pub fn pixel_loss(
+    model: &FaeModel,
+    input: Tensor<3>,
+    target_features: Tensor<3>,
+    targets: Tensor<4>,
+    grid: (usize, usize),
+    encoder: Option<&dyn VisionEncoder>,
+    options: &TrainOptions,
+    rng: &mut Rng,
+) -> (Tensor<1>, Parts, Tensor<4>) {
+    let image = model.pixel_decoder.forward(input, grid);
+    let [_, _, h, w] = targets.dims();
+    let image = if image.dims()[2..] == [h, w] { image } else { resize_to(image, h, w) };
+    let l1 = (image.clone() - targets.clone()).abs().mean();
+    let mut parts = vec![("l1", scalar(&l1))];
+    let mut loss = l1;
+    if options.gradient > 0.0 {
+        let g = gradient_l1(image.clone(), targets.clone());
+        parts.push(("gradient", scalar(&g)));
+        loss = loss + g * options.gradient;
+    }
+    if let Some(encoder) = encoder {
+        let p = perceptual(image.clone(), targets, target_features, encoder, options, rng);
+        parts.push(("perceptual", scalar(&p)));
+        loss = loss + p * options.perceptual;
+    }
+    (loss, parts, image)
+}
+
+/// L1 between the horizontal and vertical finite differences of two images `[B, C, H, W]`:
+/// a sharpening term that a pixel L1 alone (which favours a blurred mean) does not give.
+pub fn gradient_l1(image: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let diff = image - target;
+    let [_, _, h, w] = diff.dims();
+    let dx = diff.clone().narrow(3, 1, w - 1) - diff.clone().narrow(3, 0, w - 1);
+    let dy = diff.clone().narrow(2, 1, h - 1) - diff.narrow(2, 0, h - 1);
+    (dx.abs().mean() + dy.abs().mean()) * 0.5
+}
+
+/// Cosine distance between the frozen encoder's tokens of the decoded image and of the target.
+///
+/// With `perceptual_shift > 0` both images are cropped one patch smaller at the same random
+/// offset (up to that many pixels), so the encoder's patches straddle the decoder's: a
+/// patch-aligned perceptual loss would otherwise teach the same pattern in every patch. The
+/// target's tokens are then computed again for the shifted crop (no gradient flows there).
+fn perceptual(
+    image: Tensor<4>,
+    targets: Tensor<4>,
+    target_features: Tensor<3>,
+    encoder: &dyn VisionEncoder,
+    options: &TrainOptions,
+    rng: &mut Rng,
+) -> Tensor<1> {
+    let info = encoder.info();
+    let tokens_of = |x: Tensor<4>| {
+        let t = encoder.forward(normalise(x, info.mean, info.std)).patch_tokens;
+        let [b, gh, gw, d] = t.dims();
+        t.reshape([b, gh * gw, d])
+    };
+    let [_, _, h, w] = image.dims();
+    let room = h.min(w) >= 2 * info.patch_size;
+    let shift = if room { options.perceptual_shift.min(info.patch_size) } else { 0 };
+    if shift == 0 {
+        return cosine_distance(tokens_of(image), target_features.detach());
+    }
+    let (dy, dx) = (rng.below(shift + 1), rng.below(shift + 1));
+    let (ch, cw) = (h - info.patch_size, w - info.patch_size);
+    let crop = |x: Tensor<4>| x.narrow(2, dy, ch).narrow(3, dx, cw);
+    let target_tokens = tokens_of(crop(targets)).detach();
+    cosine_distance(tokens_of(crop(image)), target_tokens)
+}
+
+pub fn resize_to(image: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
+    use burn::tensor::module::interpolate;
+    use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+    interpolate(image, InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w]))
+}
+
+pub fn normalise(image: Tensor<4>, mean: [f32; 3], std: [f32; 3]) -> Tensor<4> {
+    let device = image.device();
+    let m =
+        Tensor::<1>::from_data(TensorData::new(mean.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+    let s =
+        Tensor::<1>::from_data(TensorData::new(std.to_vec(), [3]), &device).reshape([1, 3, 1, 1]);
+    (image - m) / s
+}
+
+pub fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f32>() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(values: Vec<f32>, h: usize, w: usize) -> Tensor<4> {
+        let device = crate::backend::cpu().device;
+        Tensor::<1>::from_data(TensorData::new(values, [h * w]), &device).reshape([1, 1, h, w])
+    }
+
+    #[test]
+    fn gradient_term_ignores_a_constant_offset_and_sees_lost_edges() {
+        // A step edge, the same edge one grey level brighter, and a flat blur of it.
+        let edge: Vec<f32> = (0..16).map(|i| if i % 4 < 2 { 0.0 } else { 1.0 }).collect();
+        let brighter: Vec<f32> = edge.iter().map(|v| v + 0.1).collect();
+        let flat = vec![0.5; 16];
+        let g = |a: &[f32], b: &[f32]| {
+            scalar(&gradient_l1(image(a.to_vec(), 4, 4), image(b.to_vec(), 4, 4)))
+        };
+        assert!(g(&brighter, &edge) < 1e-6);
+        // Horizontal differences: one edge of height 1 in 3 columns, 4 rows; none vertically.
+        assert!((g(&flat, &edge) - 0.5 * (4.0 / 12.0)).abs() < 1e-6, "{}", g(&flat, &edge));
+    }
+
+    #[test]
+    fn shifted_perceptual_compares_the_same_crop_of_both_images() {
+        let device = crate::backend::cpu().device;
+        let encoder = crate::encoders::source::load(None, &device).unwrap();
+        let mut options = TrainOptions::new("d".into(), "o".into());
+        let noise = |seed: u64| {
+            let mut rng = Rng::new(seed);
+            let noise = rng.normals(3 * 28 * 28);
+            let t = Tensor::<1>::from_data(TensorData::new(noise, [3 * 28 * 28]), &device);
+            resize_to((t.reshape([1, 3, 28, 28]) * 0.2 + 0.5).clamp(0.0, 1.0), 56, 56)
+        };
+        // Noise against a smooth colour ramp: far apart in the encoder's feature space.
+        let ramp: Vec<f32> = (0..3 * 56 * 56).map(|i| (i % 56) as f32 / 56.0).collect();
+        let ramp = Tensor::<1>::from_data(TensorData::new(ramp, [3 * 56 * 56]), &device);
+        let (a, b) = (noise(1), ramp.reshape([1, 3, 56, 56]));
+        let features = |x: Tensor<4>| {
+            let t = encoder.forward(normalise(x, encoder.info().mean, encoder.info().std));
+            t.patch_tokens.reshape([1, 16, encoder.info().dim])
+        };
+        let mut rng = Rng::new(0);
+        for shift in [0, 7] {
+            options.perceptual_shift = shift;
+            let p = |x: &Tensor<4>, y: &Tensor<4>, rng: &mut Rng| {
+                let f = features(y.clone());
+                scalar(&perceptual(x.clone(), y.clone(), f, encoder.as_ref(), &options, rng))
+            };
+            // An image is at distance 0 from itself whatever the shift: the target's tokens
+            // come from the same crop as the decoded image's.
+            for _ in 0..4 {
+                assert!(p(&a, &a, &mut rng) < 1e-4, "shift {shift}: {}", p(&a, &a, &mut rng));
+            }
+            assert!(p(&a, &b, &mut rng) > 0.01, "shift {shift}");
+        }
+    }
+}
