@@ -316,7 +316,9 @@ pub struct TrainArgs {
     /// Encoder for a model trained from scratch (default: the built-in DINOv2-S).
     #[arg(long)]
     pub encoder: Option<String>,
-    /// Augmented views per image kept in the feature cache.
+    /// Augmented views per image kept in the feature cache: view 0 is the centre crop, the
+    /// others cycle through downscaled whole views and crops of 1/2 and 1/4 of the shorter side
+    /// and of the working size (native pixels).
     #[arg(long, default_value_t = 8)]
     pub views: u32,
     #[arg(long, default_value_t = 250)]

@@ -9,13 +9,17 @@ extracted .deb (``dpkg-deb -x``), ``x/skimage/`` the unzipped wheel,
 ``versions.tsv`` the package versions.
 
 Writes OUT_DIR/<source>/<name>.<ext> (one folder per source, used as class
-labels), OUT_DIR/LICENSES.tsv (one row per photo kept), OUT_DIR/EXCLUDED.tsv
-(photos left out because their licence is unknown or not open) and
-OUT_DIR/SKIPPED.tsv (files that are not wanted photos: not a photo, too
-small, greyscale, duplicate).  Files already in place with the same content
-are not rewritten; files in the source folders that are no longer selected
-are removed.  Only the standard library is used; image sizes are read from
-the file headers.
+labels), OUT_DIR/LICENSES.tsv (one row per picture kept, with its category:
+photo, painting-illustration or texture), OUT_DIR/EXCLUDED.tsv (pictures left
+out because their licence is unknown or not open) and OUT_DIR/SKIPPED.tsv
+(files that are not wanted: not a picture, too small, greyscale, near-blank,
+mostly transparent, a material map or atlas, a duplicate or other rendition,
+or one of the held-out images of assets/heldout.tsv).  Files already in place
+with the same content are not rewritten; files in the source folders that are
+no longer selected are removed.  The first sources (photos) need only the
+standard library (sizes from the file headers); photo_sources.py adds
+wallpapers, painted game art and textures, whose pixels are checked with
+Pillow and numpy (results cached in CACHE/analysis.json).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import re
 import struct
 import sys
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import photo_sources  # noqa: E402  (imports this module back: keep it after the definitions it uses)
 
 MIN_SIDE = 128
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -159,6 +166,8 @@ ALLOWED = [
     r"mit|expat",
     r"bsd(-\d-clause)?",
     r"apache(-license)?(-\d(\.\d)?)?",
+    r"zlib",
+    r"fal(-1\.[0-3])?",               # Free Art License (copyleft, like CC-BY-SA)
 ]
 _ALLOWED_RE = re.compile("^(" + "|".join(ALLOWED) + ")$")
 
@@ -312,6 +321,8 @@ class Candidate(NamedTuple):
     copyright: str
     evidence: str
     skip: str          # non-empty: not a wanted photo, with the reason
+    category: str = "photo"      # photo, painting-illustration or texture
+    pixel_checks: bool = False   # decode and check the pixels (photo_sources.analyse)
 
 
 def read_versions(cache: str) -> Dict[str, str]:
@@ -324,14 +335,14 @@ def read_versions(cache: str) -> Dict[str, str]:
     return versions
 
 
-def _images_under(root: str) -> Iterator[str]:
+def _images_under(root: str, exts=IMAGE_EXTS) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for fn in sorted(filenames):
             path = os.path.join(dirpath, fn)
             # symlinks are aliases (plasma's smaller "renditions"), or point
             # outside the package
-            if fn.lower().endswith(IMAGE_EXTS) and not os.path.islink(path):
+            if fn.lower().endswith(exts) and not os.path.islink(path):
                 yield path
 
 
@@ -445,7 +456,7 @@ def gcompris_candidates(cache: str, ver: str) -> Iterator[Candidate]:
 
 
 def deb_candidates(cache: str, source: str, pkg: str, ver: str, root: str,
-                   src_prefix: Tuple[str, str], skip_fn) -> Iterator[Candidate]:
+                   src_prefix: Tuple[str, str], skip_fn, art=None) -> Iterator[Candidate]:
     """Photos of a wallpaper-style package whose debian/copyright stanzas
     name files by their upstream path (installed prefix -> source prefix)."""
     base = os.path.join(cache, "x", pkg)
@@ -460,8 +471,14 @@ def deb_candidates(cache: str, source: str, pkg: str, ver: str, root: str,
         else:
             lic, copy = normalise_licence(st.licence), st.copyright
             evidence = f"debian/copyright Files: {g}"
-        yield Candidate(source, pkg, ver, path, inst, _stem(path), lic, copy,
-                        evidence, skip_fn(inst))
+        skip = skip_fn(inst)
+        if skip and art is not None and art(inst):
+            # artwork of a wallpaper package: its own class folder
+            yield Candidate(source + "-art", pkg, ver, path, inst, _stem(path), lic, copy,
+                            evidence, "", "painting-illustration", True)
+        else:
+            yield Candidate(source, pkg, ver, path, inst, _stem(path), lic, copy,
+                            evidence, skip)
 
 
 def plasma_candidates(cache: str, ver: str) -> Iterator[Candidate]:
@@ -504,13 +521,13 @@ def plasma_candidates(cache: str, ver: str) -> Iterator[Candidate]:
                 lic, copy, evidence = normalise_licence(st.licence), st.copyright, dep
             else:
                 lic, copy, evidence = None, "", dep
-            if wp not in PLASMA_PHOTOS:
-                skip = "not a photo (render or illustration)"
-            elif p != best:
-                skip = "other rendition of wallpaper " + wp
+            skip = "other rendition of wallpaper " + wp if p != best else ""
+            if wp in PLASMA_PHOTOS:
+                yield Candidate("plasma", pkg, ver, p, inst, wp, lic, copy, evidence, skip)
             else:
-                skip = ""
-            yield Candidate("plasma", pkg, ver, p, inst, wp, lic, copy, evidence, skip)
+                # renders and illustrations: their own class folder
+                yield Candidate("plasma-art", pkg, ver, p, inst, wp, lic, copy, evidence, skip,
+                                "painting-illustration", True)
 
 
 def all_candidates(cache: str) -> Iterator[Candidate]:
@@ -520,18 +537,21 @@ def all_candidates(cache: str) -> Iterator[Candidate]:
     yield from deb_candidates(
         cache, "lomiri", "lomiri-wallpapers-16.04", v["lomiri-wallpapers-16.04"],
         "usr/share/backgrounds", ("usr/share/backgrounds/", "16.04/"),
-        lambda inst: LOMIRI_NOT_PHOTOS.get(_stem(inst), ""))
+        lambda inst: LOMIRI_NOT_PHOTOS.get(_stem(inst), ""), art=lambda inst: True)
     yield from deb_candidates(
         cache, "mate", "mate-backgrounds", v["mate-backgrounds"],
         "usr/share/backgrounds/mate", ("usr/share/backgrounds/mate/", ""),
         lambda inst: "" if inst.split("/")[-2] in MATE_PHOTO_DIRS
-        else "not a photo (abstract/desktop artwork folder)")
+        else "not a photo (abstract/desktop artwork folder)", art=lambda inst: True)
     yield from plasma_candidates(cache, v["plasma-workspace-wallpapers"])
     yield from deb_candidates(
         cache, "tuxpaint", "tuxpaint-data", v["tuxpaint-data"],
         "usr/share/tuxpaint", ("usr/share/tuxpaint/", ""),
         lambda inst: "" if inst.split("/")[-2] in TUXPAINT_PHOTO_DIRS
-        else "not a photo (brushes, stamps, starters: drawings)")
+        else "not a photo (brushes, stamps, starters: drawings)",
+        art=lambda inst: "/starters/" in inst)
+    import photo_sources  # the further sources (imports this module)
+    yield from photo_sources.candidates(cache, v)
 
 
 # -------------------------------------------------------------------- output
@@ -562,34 +582,113 @@ def main(argv: List[str]) -> int:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     cache, out = argv[1], argv[2]
+    import photo_sources as ps
+    analysis = ps.AnalysisCache(cache)
+    try:
+        return _collect(cache, out, analysis)
+    finally:
+        analysis.save()
+
+
+def _collect(cache: str, out: str, analysis) -> int:
+    import photo_sources as ps
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    heldout = ps.heldout_hashes(repo)
+    # other renditions of the held-out images (same difference hash), where the cache holds
+    # their package
+    heldout_look: Dict[str, str] = {}
+    for row in ps.heldout_rows(repo):
+        f = os.path.join(cache, "x", row["package"], row["original_path"])
+        if os.path.isfile(f):
+            px = analysis.get(f)
+            if px.dhash:
+                heldout_look[px.dhash] = row["path"]
     kept, excluded, skipped = [], [], []
     seen: Dict[str, str] = {}           # sha256 -> relative output path
+    renditions: Dict[str, int] = {}     # difference hash -> index into kept
     names: Dict[str, set] = {}
+    n_checked = 0
     for c in all_candidates(cache):
         if c.skip:
             skipped.append((c.package, c.orig, c.skip))
             continue
-        info = image_info(c.file)
-        if info is None:
-            skipped.append((c.package, c.orig, "not a readable jpg/png/webp"))
+        digest = sha256(c.file)
+        if digest in heldout:
+            skipped.append((c.package, c.orig, "held-out (" + heldout[digest] + ")"))
             continue
-        if min(info.width, info.height) < MIN_SIDE:
-            skipped.append((c.package, c.orig,
-                            f"too small ({info.width}x{info.height} < {MIN_SIDE} px)"))
-            continue
-        if info.grey:
-            skipped.append((c.package, c.orig, "greyscale (single channel)"))
-            continue
+        pixels = None
+        if c.pixel_checks:
+            pixels = analysis.get(c.file)
+            n_checked += 1
+            if n_checked % 1000 == 0:
+                print(f"  checked the pixels of {n_checked} files", file=sys.stderr)
+            if pixels.skip:
+                skipped.append((c.package, c.orig, pixels.skip))
+                continue
+            if ps.ATLAS_PRONE.search(c.orig):
+                flat, _n = analysis.shape(c.file)
+                if flat > ps.ATLAS_FLAT:
+                    skipped.append((c.package, c.orig, f"texture atlas ({100 * flat:.0f} % one "
+                                    "flat colour between the parts)"))
+                    continue
+            if c.source == "tuxpaint-stamps" and c.category == "photo":
+                _f, colours = analysis.shape(c.file)
+                if colours < ps.DRAWING_COLOURS:
+                    c = c._replace(category="painting-illustration")
+            convert = pixels.flatten or not c.file.lower().endswith(IMAGE_EXTS)
+            info = ImageInfo("png" if convert else (image_info(c.file) or ImageInfo("png", 0, 0, False)).fmt,
+                             pixels.width, pixels.height, False)
+        else:
+            convert = False
+            info = image_info(c.file)
+            if info is None:
+                skipped.append((c.package, c.orig, "not a readable jpg/png/webp"))
+                continue
+            if min(info.width, info.height) < MIN_SIDE:
+                skipped.append((c.package, c.orig,
+                                f"too small ({info.width}x{info.height} < {MIN_SIDE} px)"))
+                continue
+            if info.grey:
+                skipped.append((c.package, c.orig, "greyscale (single channel)"))
+                continue
         if not c.licence or not licence_is_open(c.licence):
             why = ("licence not determined" if not c.licence
                    else f"licence '{c.licence}' not in the accepted list")
             excluded.append((c.package, c.version, c.orig, c.licence or "",
                              why + ("; " + c.evidence if c.evidence else "")))
             continue
-        digest = sha256(c.file)
         if digest in seen:
             skipped.append((c.package, c.orig, "duplicate of " + seen[digest]))
             continue
+        src, evidence = c.file, c.evidence
+        if convert:
+            src = ps.flattened(cache, c.file, digest)
+            evidence += ("; transparency composited onto grey (128,128,128), saved as PNG"
+                         if pixels.flatten else "; converted to PNG")
+            out_digest = sha256(src)
+            if out_digest in heldout:
+                skipped.append((c.package, c.orig, "held-out (" + heldout[out_digest] + ")"))
+                continue
+        else:
+            out_digest = digest
+        if pixels is not None and pixels.dhash in heldout_look:
+            skipped.append((c.package, c.orig,
+                            "held-out (other rendition of " + heldout_look[pixels.dhash] + ")"))
+            continue
+        if pixels is not None and pixels.dhash:
+            k = renditions.get(pixels.dhash)
+            if k is not None:
+                other = kept[k]
+                # keep the larger of two renditions of one picture, under the first one's name
+                if other[2].width * other[2].height >= info.width * info.height:
+                    skipped.append((c.package, c.orig, "other rendition of " + other[0]))
+                    continue
+                skipped.append((other[1].package, other[1].orig, "other rendition of " + other[0]))
+                rel = other[0].rsplit(".", 1)[0] + "." + info.fmt
+                seen[digest] = rel
+                kept[k] = (rel, c._replace(evidence=evidence), info, out_digest,
+                           os.path.getsize(src), src)
+                continue
         used = names.setdefault(c.source, set())
         stem = _safe_name(c.name)
         name, n = stem, 1
@@ -599,14 +698,18 @@ def main(argv: List[str]) -> int:
         used.add(name.lower())
         rel = f"{c.source}/{name}.{info.fmt}"
         seen[digest] = rel
-        kept.append((rel, c, info, digest, os.path.getsize(c.file)))
+        if pixels is not None and pixels.dhash:
+            renditions[pixels.dhash] = len(kept)
+        kept.append((rel, c._replace(evidence=evidence), info, out_digest,
+                     os.path.getsize(src), src))
+    analysis.save()
 
     written = 0
     wanted = {k[0] for k in kept}
-    for rel, c, info, digest, size in kept:
+    for rel, c, info, digest, size, src in kept:
         dest = os.path.join(out, rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        written += _copy_if_changed(c.file, dest, digest)
+        written += _copy_if_changed(src, dest, digest)
     removed = 0
     for source in sorted({k[1].source for k in kept} | set(os.listdir(out))):
         d = os.path.join(out, source)
@@ -627,31 +730,42 @@ def main(argv: List[str]) -> int:
 
     write("LICENSES.tsv",
           ["path", "package", "version", "original_path", "license", "copyright",
-           "license_evidence", "width", "height", "bytes", "sha256"],
+           "license_evidence", "width", "height", "bytes", "sha256", "category"],
           [(rel, c.package, c.version, c.orig, c.licence, c.copyright, c.evidence,
-            info.width, info.height, size, digest)
-           for rel, c, info, digest, size in kept])
+            info.width, info.height, size, digest, c.category)
+           for rel, c, info, digest, size, src in kept])
     write("EXCLUDED.tsv",
           ["package", "version", "original_path", "license_found", "reason"], excluded)
     write("SKIPPED.tsv", ["package", "original_path", "reason"], skipped)
 
-    # summary
+    # summary: per source, then per category
     by_source: Dict[str, list] = {}
-    for rel, c, info, digest, size in kept:
+    by_cat: Dict[str, list] = {}
+    for rel, c, info, digest, size, src in kept:
         by_source.setdefault(c.source, []).append((info, size))
-    print(f"{'source':10s} {'photos':>6s} {'MB':>7s}  shorter side    longer side")
+        by_cat.setdefault(c.category, []).append((info, size))
+    print(f"{'source':22s} {'images':>6s} {'MB':>7s}  shorter side    longer side")
     total_n = total_b = 0
-    for src, items in by_source.items():
+    for src_name, items in sorted(by_source.items()):
         shorts = [min(i.width, i.height) for i, _ in items]
         longs = [max(i.width, i.height) for i, _ in items]
         mb = sum(s for _, s in items) / 1e6
         total_n += len(items)
         total_b += sum(s for _, s in items)
-        print(f"{src:10s} {len(items):6d} {mb:7.1f}  {min(shorts):5d}-{max(shorts):<5d}    "
+        print(f"{src_name:22s} {len(items):6d} {mb:7.1f}  {min(shorts):5d}-{max(shorts):<5d}    "
               f"{min(longs):5d}-{max(longs):<5d}")
-    print(f"{'total':10s} {total_n:6d} {total_b / 1e6:7.1f}")
+    print(f"{'total':22s} {total_n:6d} {total_b / 1e6:7.1f}")
+    for cat, items in sorted(by_cat.items()):
+        print(f"category {cat:22s} {len(items):6d} {sum(s for _, s in items) / 1e6:7.1f} MB")
+    reasons: Dict[str, int] = {}
+    for _p, _o, why in skipped:
+        key = re.sub(r"\(.*|[0-9.]+|duplicate of .*|other rendition of .*", "", why).strip(" :;")
+        key = key or why.split(" ")[0]
+        reasons[key] = reasons.get(key, 0) + 1
     print(f"excluded (licence): {len(excluded)}, skipped (not wanted): {len(skipped)}, "
           f"files written: {written}, stale files removed: {removed}")
+    for why, n in sorted(reasons.items(), key=lambda x: -x[1])[:25]:
+        print(f"  skipped {n:6d}  {why}")
     return 0 if total_n else 1
 
 

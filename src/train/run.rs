@@ -75,7 +75,8 @@ pub struct TrainOptions {
     pub lr: f64,
     pub warmup: u64,
     pub seed: u64,
-    /// Augmented views per image (view 0 is the plain centre crop).
+    /// Augmented views per image (view 0 is the plain centre crop; the others cycle through
+    /// downscaled whole views and crops of 1/2, 1/4 of the shorter side and native pixels).
     pub views: u32,
     pub val_fraction: f64,
     pub val_every: u64,
