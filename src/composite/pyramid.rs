@@ -75,43 +75,59 @@ fn expand_row(coarse: &Plane, y: usize, width: usize, between: &mut [f32], out: 
     }
 }
 
-/// The multi-band blend: `photo += collapse(alpha_k * laplacian_k(target - photo))` inside
-/// `bbox`.
-pub(super) fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) {
+/// The multi-band blend over `bbox`: `dst = src + collapse(alpha_k * laplacian_k(target - src))`,
+/// written only for the pixels of `write` (inside `bbox`); `src` is `dst` itself when `None`.
+pub(super) fn blend(
+    dst: &mut Rgb32FImage,
+    src: Option<&Rgb32FImage>,
+    target: &Target,
+    bbox: Rect,
+    write: Rect,
+    alphas: &[Plane],
+) {
     let (bw, bh) = (bbox.width(), bbox.height());
     let top = alphas.len() - 1;
-    let values = photo.as_raw();
-    let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
-    // Differences at levels 1..=top (index k - 1).
-    let mut deltas: Vec<Plane> = Vec::with_capacity(top);
-    for alpha in &alphas[1..] {
-        let plane = match deltas.last() {
-            None => reduce(bw, bh, &level0),
-            Some(fine) => {
-                let copy = |y: usize, out: &mut [f32]| out.copy_from_slice(fine.row(y));
-                reduce(fine.width, fine.height, &copy)
-            }
-        };
-        debug_assert_eq!((plane.width, plane.height), (alpha.width, alpha.height));
-        deltas.push(plane);
-    }
     // Collapse from the top: C_top = a_top d_top, C_k = a_k (d_k - E d_k+1) + E C_k+1, keeping
     // (d_k, C_k) for the level below.
-    let mut upper: Option<(Plane, Plane)> = None;
-    for k in (1..=top).rev() {
-        let d = deltas.pop().expect("one difference per level");
-        let band = collapse_level(&d, &alphas[k], upper.as_ref());
-        upper = Some((d, band));
-    }
-    let width = photo.width() as usize;
+    let upper = {
+        let values = src.unwrap_or(&*dst).as_raw();
+        let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
+        // Differences at levels 1..=top (index k - 1).
+        let mut deltas: Vec<Plane> = Vec::with_capacity(top);
+        for alpha in &alphas[1..] {
+            let plane = match deltas.last() {
+                None => reduce(bw, bh, &level0),
+                Some(fine) => {
+                    let copy = |y: usize, out: &mut [f32]| out.copy_from_slice(fine.row(y));
+                    reduce(fine.width, fine.height, &copy)
+                }
+            };
+            debug_assert_eq!((plane.width, plane.height), (alpha.width, alpha.height));
+            deltas.push(plane);
+        }
+        let mut upper: Option<(Plane, Plane)> = None;
+        for k in (1..=top).rev() {
+            let d = deltas.pop().expect("one difference per level");
+            let band = collapse_level(&d, &alphas[k], upper.as_ref());
+            upper = Some((d, band));
+        }
+        upper
+    };
+    let width = dst.width() as usize;
     let alpha = &alphas[0];
-    let rows = photo.par_chunks_mut(width * 3).enumerate().skip(bbox.y0 as usize).take(bh);
+    let (wx0, wx1) = (write.x0 as usize * 3, write.x1 as usize * 3);
+    let (skip, keep) = ((write.x0 - bbox.x0) as usize * 3, write.width() * 3);
+    let rows = dst.par_chunks_mut(width * 3).enumerate().skip(write.y0 as usize).take(write.height());
     rows.for_each_init(
-        || (vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3]),
-        |(d, between, ed, ec), (oy, row)| {
+        || [0; 5].map(|_| vec![0f32; bw * 3]),
+        |[photo, d, between, ed, ec], (oy, row)| {
             let y = oy - bbox.y0 as usize;
-            let row = &mut row[bbox.x0 as usize * 3..bbox.x1 as usize * 3];
-            target.row(y, row, d);
+            let box_row = (oy * width + bbox.x0 as usize) * 3..(oy * width + bbox.x1 as usize) * 3;
+            match src {
+                Some(s) => photo.copy_from_slice(&s.as_raw()[box_row]),
+                None => photo.copy_from_slice(&row[bbox.x0 as usize * 3..bbox.x1 as usize * 3]),
+            }
+            target.row(y, photo, d);
             if let Some((cd, cc)) = &upper {
                 expand_row(cd, y, bw, &mut between[..cd.width * 3], ed);
                 expand_row(cc, y, bw, &mut between[..cc.width * 3], ec);
@@ -119,8 +135,9 @@ pub(super) fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas
                 ed.fill(0.0);
                 ec.fill(0.0);
             }
-            for (p, v) in row.iter_mut().zip(band_values(alpha.row(y), d, ed, ec)) {
-                *p += v;
+            let values = band_values(alpha.row(y), d, ed, ec).zip(photo.iter()).skip(skip).take(keep);
+            for (p, (v, s)) in row[wx0..wx1].iter_mut().zip(values) {
+                *p = s + v;
             }
         },
     );

@@ -86,6 +86,15 @@ impl Target {
         target
     }
 
+    /// The same target over `rect`, a part of its box (the colour shift stays the box's).
+    pub(super) fn restrict(&mut self, rect: Rect, placement: &Placement) {
+        let (dw, dh) = (self.small.width as u32, self.small.height as u32);
+        let c = placement.crop;
+        self.columns = taps_along(rect.x0, rect.width(), c[0], c[2], dw);
+        self.rows = taps_along(rect.y0, rect.height(), c[1], c[3], dh);
+        self.bbox = rect;
+    }
+
     /// Mean of `photo - decode` over the unedited pixels of the bounding box (every fourth row
     /// and column): the colour shift that makes the pasted decode match its surroundings.
     fn periphery_offset(&self, mask: &HardMask, photo: &[f32]) -> [f32; 3] {
