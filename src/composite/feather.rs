@@ -95,7 +95,12 @@ pub(super) struct Feather {
 impl Feather {
     /// The mask of the tokens of weight > 0 blurred by a trapezoid of reach `radius` px, over
     /// `rect`.
-    pub(super) fn new(placement: &Placement, token_mask: &[f32], radius: usize, rect: Rect) -> Self {
+    pub(super) fn new(
+        placement: &Placement,
+        token_mask: &[f32],
+        radius: usize,
+        rect: Rect,
+    ) -> Self {
         let (w, h) = placement.size;
         let (gh, gw) = placement.grid;
         let a = radius / 2;
@@ -113,27 +118,56 @@ impl Feather {
         }
     }
 
-    /// Row `y` of the rectangle: `alpha` per pixel; false when the whole row is 0.
-    fn row(&self, y: usize, per_column: &mut [u64], alpha: &mut [f32]) -> bool {
-        per_column.fill(0);
-        let (first, weights) = self.ys.at(y);
+    /// The rectangle it covers.
+    pub(super) fn rect(&self) -> Rect {
+        self.rect
+    }
+}
+
+/// One thread's rows of a [`Feather`]: a row's weights are computed again only when its
+/// per-column sums change (the rows inside one token row share them).
+pub(super) struct Rows<'f> {
+    feather: &'f Feather,
+    per_column: Vec<u64>,
+    last: Vec<u64>,
+    alpha: Vec<f32>,
+    valid: bool,
+}
+
+impl<'f> Rows<'f> {
+    pub(super) fn new(feather: &'f Feather) -> Self {
+        let gw = feather.gw;
+        let alpha = vec![0.0; feather.rect.width()];
+        Self { feather, per_column: vec![0; gw], last: vec![0; gw], alpha, valid: false }
+    }
+
+    /// Row `y` of the rectangle, one weight per pixel; `None` when the whole row is 0.
+    pub(super) fn row(&mut self, y: usize) -> Option<&[f32]> {
+        let f = self.feather;
+        self.per_column.fill(0);
+        let (first, weights) = f.ys.at(y);
         for (k, &wy) in weights.iter().enumerate() {
             let r = first + k;
-            let edited = &self.edited[r * self.gw..(r + 1) * self.gw];
-            for (v, &e) in per_column.iter_mut().zip(edited) {
+            let edited = &f.edited[r * f.gw..(r + 1) * f.gw];
+            for (v, &e) in self.per_column.iter_mut().zip(edited) {
                 *v += if e { wy as u64 } else { 0 };
             }
         }
-        if per_column.iter().all(|&v| v == 0) {
-            return false;
+        if self.per_column.iter().all(|&v| v == 0) {
+            return None;
         }
-        let inv = 1.0 / self.norm as f64;
-        for (i, a) in alpha.iter_mut().enumerate() {
-            let (first, weights) = self.xs.at(i);
-            let s: u64 = weights.iter().zip(&per_column[first..]).map(|(&w, &v)| w as u64 * v).sum();
-            *a = if s >= self.norm { 1.0 } else { (s as f64 * inv) as f32 };
+        if !self.valid || self.per_column != self.last {
+            let inv = 1.0 / f.norm as f64;
+            for (i, a) in self.alpha.iter_mut().enumerate() {
+                let (first, weights) = f.xs.at(i);
+                let v = &self.per_column[first..];
+                let s: u64 = weights.iter().zip(v).map(|(&w, &v)| w as u64 * v).sum();
+                *a = if s >= f.norm { 1.0 } else { (s as f64 * inv) as f32 };
+            }
+            self.last.copy_from_slice(&self.per_column);
+            self.valid = true;
         }
-        true
+        Some(&self.alpha)
     }
 }
 
@@ -150,29 +184,31 @@ pub(super) fn apply(
     let (x0, x1) = (r.x0 as usize * 3, r.x1 as usize * 3);
     let rows = dst.par_chunks_mut(width * 3).enumerate().skip(r.y0 as usize).take(r.height());
     rows.for_each_init(
-        || (vec![0u64; feather.gw], vec![0f32; bw], vec![0f32; bw * 3], vec![0f32; bw * 3]),
-        |(per_column, alpha, photo, change), (oy, row)| {
+        || (Rows::new(feather), vec![0f32; bw * 3]),
+        |(alphas, change), (oy, row)| {
             let row = &mut row[x0..x1];
-            let source = match src {
-                Some(s) => &s.as_raw()[(oy * width) * 3 + x0..(oy * width) * 3 + x1],
-                None => {
-                    photo.copy_from_slice(row);
-                    &photo[..]
-                }
-            };
             let y = oy - r.y0 as usize;
-            if !feather.row(y, per_column, alpha) {
-                row.copy_from_slice(source);
-                return;
-            }
-            target.row(y, source, change);
-            for (i, &a) in alpha.iter().enumerate() {
-                let (p, s, d) = (&mut row[i * 3..i * 3 + 3], &source[i * 3..], &change[i * 3..]);
-                if a == 0.0 {
-                    p.copy_from_slice(&s[..3]);
-                } else {
-                    (0..3).for_each(|c| p[c] = s[c] + a * d[c]);
+            let source = src.map(|s| &s.as_raw()[oy * width * 3 + x0..oy * width * 3 + x1]);
+            let Some(alpha) = alphas.row(y) else {
+                if let Some(s) = source {
+                    row.copy_from_slice(s);
                 }
+                return;
+            };
+            target.row(y, source.unwrap_or(&*row), change);
+            let pixels = row.chunks_exact_mut(3).zip(change.chunks_exact(3)).zip(alpha);
+            match source {
+                // In place: pixels of weight 0 are not touched.
+                None => pixels.filter(|(_, a)| **a != 0.0).for_each(|((p, d), &a)| {
+                    (0..3).for_each(|c| p[c] += a * d[c]);
+                }),
+                Some(s) => pixels.zip(s.chunks_exact(3)).for_each(|(((p, d), &a), s)| {
+                    if a == 0.0 {
+                        p.copy_from_slice(s);
+                    } else {
+                        (0..3).for_each(|c| p[c] = s[c] + a * d[c]);
+                    }
+                }),
             }
         },
     );

@@ -50,7 +50,15 @@ use target::Target;
 
 /// How an edit reaches the output picture.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum CompositeMode {
@@ -96,10 +104,10 @@ impl Default for CompositeOptions {
 /// Default feather in pixels of the photo (Krita's selection feather is at least 32 px).
 pub const DEFAULT_FEATHER: f32 = 32.0;
 
-/// Upper bound of the working memory per pixel of the blend's bounding box: the level-0 mask
-/// (f32) and its horizontal blur (u32), plus the pyramid levels from 1 up (difference and
-/// collapsed band, 3 x f32 each, and the mask, 1 x f32, at a quarter of the pixels, a sixteenth,
-/// ...: 28 / 3 bytes), rounded up.
+/// Upper bound of the working memory per pixel of the blend's bounding box in mask mode: the
+/// pyramid levels from 1 up (difference and collapsed band, 3 x f32 each, and the mask, 1 x f32,
+/// at a quarter of the pixels, a sixteenth, ...: 28 / 3 bytes) and the level-1 mask's integer
+/// blur, rounded up generously (the level-0 mask is computed row by row).
 pub const WORK_BYTES_PER_BOX_PIXEL: usize = 18;
 
 /// Where the encoder's crop and its token grid lie in the photo.
@@ -250,9 +258,10 @@ fn run(
     let align = |p: u32, origin: u32| origin + (p - origin) / step * step;
     let area = Rect { x0: align(grown.x0, bbox.x0), y0: align(grown.y0, bbox.y0), ..grown };
     target.restrict(area, placement);
+    let level0 = Feather::new(placement, token_mask, radii[0], area);
     let alphas: Vec<Plane> =
-        radii.iter().enumerate().map(|(k, &r)| alpha_plane(&mask, area, k, r)).collect();
-    blend(dst, src, &target, area, write, &alphas);
+        radii.iter().enumerate().skip(1).map(|(k, &r)| alpha_plane(&mask, area, k, r)).collect();
+    blend(dst, src, &target, write, &level0, &alphas);
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use super::Rect;
+use super::feather::{Feather, Rows};
 use super::target::Target;
 
 /// A picture of `channels` interleaved f32 values per pixel.
@@ -77,16 +78,19 @@ fn expand_row(coarse: &Plane, y: usize, width: usize, between: &mut [f32], out: 
 
 /// The multi-band blend over `bbox`: `dst = src + collapse(alpha_k * laplacian_k(target - src))`,
 /// written only for the pixels of `write` (inside `bbox`); `src` is `dst` itself when `None`.
+/// The finest mask is computed row by row (`level0`, over `bbox`), the coarser ones are planes
+/// (`alphas`, levels 1 and up).
 pub(super) fn blend(
     dst: &mut Rgb32FImage,
     src: Option<&Rgb32FImage>,
     target: &Target,
-    bbox: Rect,
     write: Rect,
+    level0: &Feather,
     alphas: &[Plane],
 ) {
+    let bbox = level0.rect();
     let (bw, bh) = (bbox.width(), bbox.height());
-    let top = alphas.len() - 1;
+    let top = alphas.len();
     // Collapse from the top: C_top = a_top d_top, C_k = a_k (d_k - E d_k+1) + E C_k+1, keeping
     // (d_k, C_k) for the level below.
     let upper = {
@@ -94,7 +98,7 @@ pub(super) fn blend(
         let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
         // Differences at levels 1..=top (index k - 1).
         let mut deltas: Vec<Plane> = Vec::with_capacity(top);
-        for alpha in &alphas[1..] {
+        for alpha in alphas {
             let plane = match deltas.last() {
                 None => reduce(bw, bh, &level0),
                 Some(fine) => {
@@ -108,19 +112,20 @@ pub(super) fn blend(
         let mut upper: Option<(Plane, Plane)> = None;
         for k in (1..=top).rev() {
             let d = deltas.pop().expect("one difference per level");
-            let band = collapse_level(&d, &alphas[k], upper.as_ref());
+            let band = collapse_level(&d, &alphas[k - 1], upper.as_ref());
             upper = Some((d, band));
         }
         upper
     };
     let width = dst.width() as usize;
-    let alpha = &alphas[0];
+    let zeros = vec![0f32; bw];
     let (wx0, wx1) = (write.x0 as usize * 3, write.x1 as usize * 3);
     let (skip, keep) = ((write.x0 - bbox.x0) as usize * 3, write.width() * 3);
-    let rows = dst.par_chunks_mut(width * 3).enumerate().skip(write.y0 as usize).take(write.height());
+    let rows =
+        dst.par_chunks_mut(width * 3).enumerate().skip(write.y0 as usize).take(write.height());
     rows.for_each_init(
-        || [0; 5].map(|_| vec![0f32; bw * 3]),
-        |[photo, d, between, ed, ec], (oy, row)| {
+        || (Rows::new(level0), [0; 5].map(|_| vec![0f32; bw * 3])),
+        |(rows0, [photo, d, between, ed, ec]), (oy, row)| {
             let y = oy - bbox.y0 as usize;
             let box_row = (oy * width + bbox.x0 as usize) * 3..(oy * width + bbox.x1 as usize) * 3;
             match src {
@@ -135,7 +140,8 @@ pub(super) fn blend(
                 ed.fill(0.0);
                 ec.fill(0.0);
             }
-            let values = band_values(alpha.row(y), d, ed, ec).zip(photo.iter()).skip(skip).take(keep);
+            let alpha = rows0.row(y).unwrap_or(&zeros);
+            let values = band_values(alpha, d, ed, ec).zip(photo.iter()).skip(skip).take(keep);
             for (p, (v, s)) in row[wx0..wx1].iter_mut().zip(values) {
                 *p = s + v;
             }

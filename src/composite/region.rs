@@ -30,7 +30,11 @@ pub(super) fn margin(reach: f64) -> u32 {
 
 /// The pixels an edit with this mask can change: the edited tokens' pixels grown by the
 /// feather; `None` when no token is edited.
-pub fn affected(placement: &Placement, token_mask: &[f32], options: &CompositeOptions) -> Option<Rect> {
+pub fn affected(
+    placement: &Placement,
+    token_mask: &[f32],
+    options: &CompositeOptions,
+) -> Option<Rect> {
     if options.mode == CompositeMode::Off || token_mask.len() != placement.grid.0 * placement.grid.1
     {
         return None;
@@ -191,8 +195,8 @@ mod tests {
                 options: &options,
             };
             let new = Inputs { decoded_edit: &after, token_mask: &second, ..old };
-            let mut out = composite(&original, Some(&before), &before, &first, &placement, &options)
-                .unwrap();
+            let mut out =
+                composite(&original, Some(&before), &before, &first, &placement, &options).unwrap();
             let region = changed_region(Some(&old), &new).expect("something changed");
             assert!(region.area() < (w * h) as usize / 2, "{mode:?}: {region:?}");
             composite_region(&mut out, &original, &new, region).unwrap();
