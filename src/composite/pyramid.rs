@@ -33,24 +33,42 @@ impl Plane {
 }
 
 /// Reduces a picture of `width x height` (given row by row) to half size with the separable
-/// `[1 3 3 1] / 8` filter: coarse pixel i sits between fine pixels 2i and 2i + 1.
+/// `[1 3 3 1] / 8` filter: coarse pixel i sits between fine pixels 2i and 2i + 1. Each fine row
+/// is filtered along x once per thread and kept while the next coarse row needs it (neighbouring
+/// coarse rows share two fine rows).
 fn reduce(width: usize, height: usize, row: &(dyn Fn(usize, &mut [f32]) + Sync)) -> Plane {
-    const TAPS: [(isize, f32); 4] = [(-1, 0.125), (0, 0.375), (1, 0.375), (2, 0.125)];
+    const TAPS: [f32; 4] = [0.125, 0.375, 0.375, 0.125];
     let (w, h) = (width.div_ceil(2), height.div_ceil(2));
     let mut out = Plane::zeros(w, h, 3);
-    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+    let clamp = |i: usize, n: usize| i.saturating_sub(1).min(n - 1);
+    let across = |y: usize, fine: &mut [f32], half: &mut Vec<f32>| {
+        row(y, fine);
+        half.clear();
+        for i in 0..w {
+            let mut px = [0f32; 3];
+            for (t, wx) in TAPS.iter().enumerate() {
+                let x = clamp(2 * i + t, width);
+                (0..3).for_each(|c| px[c] += wx * fine[x * 3 + c]);
+            }
+            half.extend(px);
+        }
+    };
     out.rows_mut().enumerate().for_each_init(
-        || vec![0f32; width * 3],
-        |fine, (j, coarse)| {
-            for (dy, wy) in TAPS {
-                row(clamp(2 * j as isize + dy, height), fine);
-                for (i, px) in coarse.chunks_exact_mut(3).enumerate() {
-                    for (dx, wx) in TAPS {
-                        let x = clamp(2 * i as isize + dx, width);
-                        for c in 0..3 {
-                            px[c] += wy * wx * fine[x * 3 + c];
-                        }
+        || (vec![0f32; width * 3], Vec::<(usize, Vec<f32>)>::with_capacity(4)),
+        |(fine, kept), (j, coarse)| {
+            for (t, wy) in TAPS.iter().enumerate() {
+                let y = clamp(2 * j + t, height);
+                let at = match kept.iter().position(|(k, _)| *k == y) {
+                    Some(p) => p,
+                    None => {
+                        let mut half = if kept.len() == 4 { kept.remove(0).1 } else { Vec::new() };
+                        across(y, fine, &mut half);
+                        kept.push((y, half));
+                        kept.len() - 1
                     }
+                };
+                for (o, v) in coarse.iter_mut().zip(&kept[at].1) {
+                    *o += wy * v;
                 }
             }
         },
