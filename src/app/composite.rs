@@ -84,7 +84,7 @@ struct DocComposite {
     last: Option<Last>,
 }
 
-/// The worker's composites, one per image.
+/// The worker's composite of the image being edited.
 #[derive(Default)]
 pub struct Compositor {
     docs: HashMap<u64, DocComposite>,
@@ -97,6 +97,8 @@ impl Compositor {
         if req.options.mode == CompositeMode::Off {
             bail!("composite mode `off` leaves nothing to composite");
         }
+        // Only the image being edited keeps its photo and composite (two photo-sized pictures).
+        self.docs.retain(|&d, _| d == req.doc);
         let doc = match self.docs.remove(&req.doc) {
             Some(d) if d.path == req.path => d,
             _ => open(&req.path)?,
@@ -246,6 +248,12 @@ impl AppState {
     pub fn recomposite(&mut self) {
         let options = self.composite_options();
         let Some(i) = self.active else { return };
+        // The other images let go of their full-resolution pictures (made again when shown).
+        for (k, d) in self.docs.iter_mut().enumerate() {
+            if k != i && d.full.is_some() {
+                (d.full, d.composite_requested) = (None, None);
+            }
+        }
         let Some(doc) = self.docs.get(i) else { return };
         let Some(a) = doc.analysis.clone() else { return };
         if options.mode == CompositeMode::Off || !doc.is_ready() {
