@@ -1,12 +1,15 @@
 //! The canvas: original, reconstruction and edited result side by side or as a before/after
 //! split, with one zoom and pan for all of them, the latent grid as an optional overlay, heatmap
-//! overlays, and brush painting on the latent.
+//! overlays, and brush painting on the latent. With compositing on, the original and the edited
+//! result are the photo and the composited photo at full resolution ([`fullres`]); the token
+//! grid, overlays and the brush then cover the encoder's crop inside them.
 
 use std::collections::HashMap;
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Vec2};
 use image::Rgb32FImage;
 
+use super::fullres::{self, Source};
 use super::gpu::{self, DrawOptions};
 use super::state::{CanvasMode, CanvasTool, Document, Overlay};
 use super::{AppState, Hover, inspector};
@@ -46,8 +49,12 @@ pub struct CanvasState {
     /// Before/after split position, 0..1 of the width.
     pub split: f32,
     textures: HashMap<u64, DocTex>,
-    /// Where each picture was drawn last frame (the image itself, not its pane).
+    full_textures: fullres::Textures,
+    /// Where the encoder's crop was drawn last frame in each pane (the whole picture for the
+    /// decodes; the crop inside the photo when a pane shows the photo).
     pub image_rects: Vec<(Pane, Rect)>,
+    /// Where each picture was drawn last frame (the image itself, not its pane).
+    pub picture_rects: Vec<(Pane, Rect)>,
     painting: bool,
 }
 
@@ -58,7 +65,9 @@ impl Default for CanvasState {
             pan: Vec2::ZERO,
             split: 0.5,
             textures: HashMap::new(),
+            full_textures: Default::default(),
             image_rects: Vec::new(),
+            picture_rects: Vec::new(),
             painting: false,
         }
     }
@@ -147,6 +156,11 @@ fn toolbar(ui: &mut egui::Ui, st: &mut AppState) {
             })
             .response
             .on_hover_text("A heatmap over the pictures");
+        if s.composite.mode != crate::composite::CompositeMode::Off {
+            ui.checkbox(&mut s.show_decode, "Plain decode").on_hover_text(
+                "Show the decoder's output instead of the edit composited into the photo",
+            );
+        }
         if s.canvas == CanvasMode::Slider {
             ui.add(egui::Slider::new(&mut st.canvas.split, 0.0..=1.0).text("split"))
                 .on_hover_text("Where the before/after line is");
@@ -238,6 +252,24 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         (None, None) => 1.0,
     };
     let grid = doc.analysis.as_ref().map(|a| (a.latent.height, a.latent.width));
+    let full = st.full_res().cloned();
+    // Panes that show the photo (when its composite is there) and where the crop lies in it.
+    let on_photo = |pane: Pane| full.is_some() && pane != Pane::Reconstruction;
+    let crop_in = |r: Rect| match &full {
+        Some(f) => {
+            let (w, h) = (f.placement.size.0 as f32, f.placement.size.1 as f32);
+            let c = f.placement.crop.map(|v| v as f32);
+            Rect::from_min_size(
+                r.min + Vec2::new(c[0] / w * r.width(), c[1] / h * r.height()),
+                Vec2::new(c[2] / w * r.width(), c[3] / h * r.height()),
+            )
+        }
+        None => r,
+    };
+    let photo_aspect = full.as_ref().map_or(aspect, |f| {
+        let (w, h) = f.photo.dimensions();
+        w as f32 / h.max(1) as f32
+    });
     let doc_id = doc.id;
     let label_colour = ui.visuals().strong_text_color();
     let overlay = inspector::overlay_map(st, doc);
@@ -252,13 +284,34 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
         super::state::DocStatus::Failed(e) => Some(format!("failed: {e}")),
         super::state::DocStatus::Ready => None,
     };
-    let mut rects = Vec::new();
+    let (mut rects, mut pictures) = (Vec::new(), Vec::new());
     let uv = Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0));
     for (k, pane) in panes.iter().enumerate() {
         let pane_rect = pane_rect(k);
-        let img_rect = image_rect(pane_rect.shrink(4.0), aspect, st.canvas.zoom, st.canvas.pan);
+        let pane_aspect = if on_photo(*pane) { photo_aspect } else { aspect };
+        let picture = image_rect(pane_rect.shrink(4.0), pane_aspect, st.canvas.zoom, st.canvas.pan);
+        let img_rect = if on_photo(*pane) { crop_in(picture) } else { picture };
         let clip = painter.with_clip_rect(pane_rect);
+        if let Some(f) = full.as_ref().filter(|_| on_photo(*pane)) {
+            let t = &mut st.canvas.full_textures;
+            let (before, after) = match pane {
+                Pane::Edited => (Source::Composite, Source::Composite),
+                Pane::Split => (Source::Photo, Source::Composite),
+                _ => (Source::Photo, Source::Photo),
+            };
+            t.draw(&clip, doc_id, f, before, picture, picture);
+            if *pane == Pane::Split {
+                let x = picture.min.x + picture.width() * st.canvas.split;
+                let right = Rect::from_min_max(Pos2::new(x, picture.min.y), picture.max);
+                t.draw(&clip, doc_id, f, after, picture, right);
+                clip.line_segment(
+                    [Pos2::new(x, picture.min.y), Pos2::new(x, picture.max.y)],
+                    Stroke::new(2.0, Color32::WHITE),
+                );
+            }
+        }
         let tex = match pane {
+            _ if on_photo(*pane) => None,
             Pane::Original => original.clone().or(thumb.clone()),
             Pane::Reconstruction => recon.clone(),
             Pane::Edited => edited.clone().or(recon.clone()),
@@ -268,6 +321,7 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             clip.image(t.id(), img_rect, uv, Color32::WHITE);
         }
         if *pane == Pane::Split
+            && !on_photo(*pane)
             && let Some(after) = edited.clone().or(recon.clone())
         {
             let x = img_rect.min.x + img_rect.width() * st.canvas.split;
@@ -309,8 +363,10 @@ pub fn ui(ui: &mut egui::Ui, st: &mut AppState) {
             );
         }
         rects.push((*pane, img_rect));
+        pictures.push((*pane, picture));
     }
     st.canvas.image_rects = rects.clone();
+    st.canvas.picture_rects = pictures;
 
     // Pointer: hover token, brush preview and painting.
     let pointer = resp.hover_pos().or(resp.interact_pointer_pos());

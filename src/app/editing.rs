@@ -89,10 +89,21 @@ impl AppState {
             },
         };
         let id = doc.id;
+        let grid = (a.latent.height, a.latent.width);
+        let mask = match recipe.token_mask(grid.0, grid.1) {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                let text = format!("{e:#}");
+                self.edit.preview = None;
+                self.notify(text, true);
+                return;
+            }
+        };
         if recipe.edits.is_empty() {
             let edited = Edited {
                 key,
                 latent: Arc::new(latent),
+                mask,
                 image: a.recon.clone(),
                 restored: a.restored.clone(),
                 ms: 0.0,
@@ -105,7 +116,7 @@ impl AppState {
         }
         self.docs[i].requested = Some(key);
         self.sent = Some((key, Instant::now()));
-        self.worker.send(Job::Decode { doc: id, key, latent: Arc::new(latent) });
+        self.worker.send(Job::Decode { doc: id, key, latent: Arc::new(latent), mask });
     }
 
     /// Applies `edit` to the active image's history.

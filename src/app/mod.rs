@@ -3,19 +3,24 @@
 //! Structure (after egui's demo app): [`AppState`] holds everything the window shows and is
 //! saved as the session; one module per panel draws it (`library`, `canvas`, `inspector`, `edit`,
 //! `history`, `generate`, `train`, `models`, `status`); [`worker`] owns the model and the
-//! generator on a background thread ([`generated`]: how a generated image is kept),
+//! generator on a background thread ([`jobs`]: what it does for each job; [`composite`]: the
+//! edit composited into the photo there; [`generated`]: how a generated image is kept),
 //! [`loader`] lists folders and decodes thumbnails on another;
 //! [`gpu`] draws token maps with our WGSL shaders.
 
 pub mod canvas;
+pub mod composite;
 pub mod edit;
+mod edit_panel;
 mod editing;
+mod fullres;
 pub mod generate;
 pub mod generated;
 pub mod gpu;
 pub mod history;
 mod input;
 pub mod inspector;
+mod jobs;
 pub mod latency;
 pub mod library;
 pub mod loader;
@@ -400,13 +405,14 @@ impl AppState {
                         }
                     }
                 }
-                Reply::Decoded { doc, key, latent, result } => {
+                Reply::Decoded { doc, key, latent, mask, result } => {
                     let Some(d) = self.docs.iter_mut().find(|d| d.id == doc) else { continue };
                     match result {
                         Ok(out) => {
                             d.edited = Some(Edited {
                                 key,
                                 latent,
+                                mask,
                                 image: out.image,
                                 restored: out.restored,
                                 ms: out.ms,
@@ -441,6 +447,7 @@ impl AppState {
                 Reply::Generator { ticket, result } => self.generator_loaded(ticket, result),
                 Reply::Generated { ticket, result } => self.generated(ctx, ticket, result),
                 Reply::Harmonised { key, result } => self.harmonised(key, result),
+                Reply::Composited { doc, key, result } => self.composited(doc, key, result),
             }
         }
         self.poll_loader(ctx);

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use image::Rgb32FImage;
 use serde::{Deserialize, Serialize};
 
+use super::composite::FullRes;
 use crate::backend::BackendChoice;
+use crate::composite::{CompositeMode, CompositeOptions};
 use crate::edit::history::History;
 use crate::edit::recipe::Recipe;
 use crate::fsutil::write_atomic;
@@ -312,6 +314,15 @@ pub struct Settings {
     /// A generator checkpoint; the built-in one when `None`.
     pub generator: Option<PathBuf>,
     pub generate: GenerateSettings,
+    /// How the edit is composited into the photo (the Edit panel).
+    pub composite: CompositeOptions,
+    /// Show the plain decode instead of the composited photo (View menu, canvas toolbar).
+    pub show_decode: bool,
+}
+
+/// The app's composite settings at first: the decoded edit pasted through a 32 px feather.
+pub fn default_composite() -> CompositeOptions {
+    CompositeOptions { mode: CompositeMode::Mask, ..Default::default() }
 }
 
 impl Default for Settings {
@@ -334,6 +345,8 @@ impl Default for Settings {
             train: TrainSettings::default(),
             generator: None,
             generate: GenerateSettings::default(),
+            composite: default_composite(),
+            show_decode: false,
         }
     }
 }
@@ -420,6 +433,8 @@ pub struct Analysis {
 pub struct Edited {
     pub key: u64,
     pub latent: Arc<Grid>,
+    /// The edits' token mask (where the composite takes the decode).
+    pub mask: Arc<Vec<f32>>,
     pub image: Rgb32FImage,
     pub restored: Grid,
     pub ms: f64,
@@ -445,6 +460,10 @@ pub struct Document {
     pub edited: Option<Edited>,
     /// The key of the last latent sent for regeneration.
     pub requested: Option<u64>,
+    /// The photo and the edit composited into it, at full resolution.
+    pub full: Option<FullRes>,
+    /// The key of the last composite asked for.
+    pub composite_requested: Option<u64>,
     /// Bumped whenever anything drawn from this document changes.
     pub version: u64,
     pub thumb: Option<egui::TextureHandle>,
@@ -467,6 +486,8 @@ impl Document {
             pending_recipe: None,
             edited: None,
             requested: None,
+            full: None,
+            composite_requested: None,
             version: 0,
             thumb: None,
             thumb_error: None,

@@ -8,7 +8,8 @@ use egui::Color32;
 
 use super::AppState;
 use super::state::ThemeChoice;
-use crate::composite::{CompositeMode, CompositeOptions, Placement, composite_in_place};
+use super::state::default_composite;
+use crate::composite::{CompositeMode, Placement, composite_in_place};
 use crate::fsutil::{write_photo_png, write_png, write_safetensors};
 use crate::image_io::{is_high_bit_depth, load_rgb, to_rgb8};
 
@@ -46,7 +47,7 @@ impl AppState {
             ExportView::Reconstruction => to_rgb8(&a.recon),
             ExportView::Edited => to_rgb8(doc.edited.as_ref().map_or(&a.recon, |e| &e.image)),
             ExportView::EditedPhoto => {
-                // Mask mode with colour matching, as Krita AI Diffusion does by default.
+                // The Edit panel's composite (mask mode when it is off: a photo needs one).
                 let edited = doc.edited.as_ref().map_or(&a.recon, |e| &e.image);
                 let recipe = doc.history.as_ref().map(|h| h.recipe().clone()).unwrap_or_default();
                 let grid = (a.latent.height, a.latent.width);
@@ -54,11 +55,10 @@ impl AppState {
                 let mut photo = load_rgb(&doc.path)?;
                 let placement =
                     Placement::centre_crop(photo.dimensions(), a.image.dimensions(), grid);
-                let options = CompositeOptions {
-                    mode: CompositeMode::Mask,
-                    color_match: true,
-                    ..Default::default()
-                };
+                let mut options = self.session.settings.composite.clone();
+                if options.mode == CompositeMode::Off {
+                    options = default_composite();
+                }
                 composite_in_place(
                     &mut photo,
                     Some(&a.recon),
@@ -185,6 +185,9 @@ pub fn menu_bar(ui: &mut egui::Ui, st: &mut AppState) {
             ui.checkbox(&mut s.show_inspector, "Inspector");
             ui.checkbox(&mut s.gpu_maps, "Draw token maps with GPU shaders")
                 .on_hover_text("Off: draw them as CPU textures");
+            ui.checkbox(&mut s.show_decode, "Show the plain decode").on_hover_text(
+                "The decoder's output instead of the edit composited into the photo",
+            );
             ui.separator();
             let mut theme = s.theme;
             ui.radio_value(&mut theme, ThemeChoice::Dark, "Dark theme");

@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use super::state::ThemeChoice;
 use super::{
-    AppOptions, AppState, MODEL_ENV, ToolsTab, canvas, edit, generate, gpu, history, inspector,
-    library, models, screenshot, status, train,
+    AppOptions, AppState, MODEL_ENV, ToolsTab, canvas, edit_panel, generate, gpu, history,
+    inspector, library, models, screenshot, status, train,
 };
 use crate::backend::BackendChoice;
 
@@ -137,6 +137,7 @@ impl eframe::App for FaeApp {
         status::windows(&ctx, st);
 
         st.regenerate();
+        st.recomposite();
         st.autosave(false);
         if st.worker.busy() || st.loader.busy() || st.train.running() || st.models.busy() {
             ctx.request_repaint_after(Duration::from_millis(100));
@@ -171,7 +172,7 @@ fn tools_ui(ui: &mut egui::Ui, st: &mut AppState) {
         ToolsTab::Edit => {
             history::ui(ui, st);
             ui.separator();
-            edit::ui(ui, st);
+            edit_panel::ui(ui, st);
         }
         ToolsTab::Generate => generate::ui(ui, st),
         ToolsTab::Train => train::ui(ui, st),

@@ -6,7 +6,7 @@
 //! queued work; a panic inside a model call becomes an error reply, not a crash.
 
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
@@ -14,13 +14,15 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 
+use super::composite::{CompositeRequest, Compositor, FullRes};
+pub use super::jobs::{analyse, analyse_latent, decode, images_in, is_image};
+use super::jobs::{encode_folder, generate, load, load_generator, open_image};
 use super::state::Analysis;
-use crate::backend::{self, BackendChoice};
+use crate::backend::BackendChoice;
 use crate::edit::ops::Harmonise;
 use crate::fae::{Fae, FaeConfig};
 use crate::generator::{FaeRef, Generator, SampleOptions};
 use crate::grid::Grid;
-use crate::metrics;
 
 /// Work for the model thread.
 pub enum Job {
@@ -28,8 +30,10 @@ pub enum Job {
     LoadModel { path: Option<PathBuf>, backend: BackendChoice, generation: u64 },
     /// Encode an image, reconstruct it and measure it.
     Encode { doc: u64, path: PathBuf, size: Option<usize>, generation: u64 },
-    /// Decode an edited latent.
-    Decode { doc: u64, key: u64, latent: Arc<Grid> },
+    /// Decode an edited latent; `mask` (the edits' token mask) comes back with the picture.
+    Decode { doc: u64, key: u64, latent: Arc<Grid>, mask: Arc<Vec<f32>> },
+    /// Composite the decoded edit into the photo at the photo's resolution.
+    Composite(Box<CompositeRequest>),
     /// Encode every image of a folder (for direction edits).
     EncodeFolder { folder: PathBuf, size: Option<usize> },
     /// Load a generator for the model in use (the built-in one when `path` is `None`).
@@ -95,13 +99,43 @@ pub struct ModelInfo {
 }
 
 pub enum Reply {
-    Model { generation: u64, result: Result<Box<ModelInfo>, String> },
-    Encoded { doc: u64, generation: u64, result: Result<Box<Analysis>, String> },
-    Decoded { doc: u64, key: u64, latent: Arc<Grid>, result: Result<Box<DecodeOut>, String> },
-    Folder { folder: PathBuf, result: Result<Vec<Grid>, String> },
-    Generator { ticket: u64, result: Result<Box<GeneratorInfo>, String> },
-    Generated { ticket: u64, result: Result<Vec<Generated>, String> },
-    Harmonised { key: u64, result: Result<Grid, String> },
+    Model {
+        generation: u64,
+        result: Result<Box<ModelInfo>, String>,
+    },
+    Encoded {
+        doc: u64,
+        generation: u64,
+        result: Result<Box<Analysis>, String>,
+    },
+    Decoded {
+        doc: u64,
+        key: u64,
+        latent: Arc<Grid>,
+        mask: Arc<Vec<f32>>,
+        result: Result<Box<DecodeOut>, String>,
+    },
+    Composited {
+        doc: u64,
+        key: u64,
+        result: Result<Box<FullRes>, String>,
+    },
+    Folder {
+        folder: PathBuf,
+        result: Result<Vec<Grid>, String>,
+    },
+    Generator {
+        ticket: u64,
+        result: Result<Box<GeneratorInfo>, String>,
+    },
+    Generated {
+        ticket: u64,
+        result: Result<Vec<Generated>, String>,
+    },
+    Harmonised {
+        key: u64,
+        result: Result<Grid, String>,
+    },
 }
 
 pub struct DecodeOut {
@@ -174,7 +208,10 @@ impl Worker {
     }
 }
 
-const CANCELLED: &str = "cancelled";
+pub(super) const CANCELLED: &str = "cancelled";
+
+/// Why harmonise cannot run.
+pub const NO_GENERATOR: &str = "harmonise needs a generator: load one in the Models panel";
 
 fn run(
     jobs: Receiver<Job>,
@@ -189,6 +226,7 @@ fn run(
     let mut fae_ref: Option<FaeRef> = None;
     let mut generator: Option<Generator> = None;
     let mut generation = 0u64;
+    let mut compositor = Compositor::default();
     let set = |label: &str, busy: bool, queued: usize| {
         if let Ok(mut p) = progress.lock() {
             p.label = label.to_string();
@@ -241,7 +279,7 @@ fn run(
                     };
                     Reply::Encoded { doc, generation: g, result: result.map(Box::new) }
                 }
-                Job::Decode { doc, key, latent } => {
+                Job::Decode { doc, key, latent, mask } => {
                     set("Regenerating", true, total - i - 1);
                     let result = if cancelled {
                         Err(CANCELLED.to_string())
@@ -251,7 +289,17 @@ fn run(
                             None => Err("no model is loaded".to_string()),
                         }
                     };
-                    Reply::Decoded { doc, key, latent, result: result.map(Box::new) }
+                    Reply::Decoded { doc, key, latent, mask, result: result.map(Box::new) }
+                }
+                Job::Composite(request) => {
+                    set("Compositing the photo", true, total - i - 1);
+                    let (doc, key) = (request.doc, request.key);
+                    let result = if cancelled {
+                        Err(CANCELLED.to_string())
+                    } else {
+                        guard(|| compositor.run(*request, &cancel)).map_err(|e| format!("{e:#}"))
+                    };
+                    Reply::Composited { doc, key, result: result.map(Box::new) }
                 }
                 Job::EncodeFolder { folder, size } => {
                     set(&format!("Encoding folder {}", folder.display()), true, total - i - 1);
@@ -311,25 +359,34 @@ fn run(
     }
 }
 
-/// Keeps only the newest decode of each image; the dropped ones are answered as superseded so
-/// the sender's count of outstanding jobs stays right.
+/// Keeps only the newest decode and the newest composite of each image; the dropped ones are
+/// answered as superseded so the sender's count of outstanding jobs stays right.
 fn coalesce(batch: Vec<Job>, replies: &Sender<Reply>) -> Vec<Job> {
     let mut newest = std::collections::HashMap::new();
     for (i, job) in batch.iter().enumerate() {
-        if let Job::Decode { doc, .. } = job {
-            newest.insert(*doc, i);
-        }
+        match job {
+            Job::Decode { doc, .. } => newest.insert((*doc, false), i),
+            Job::Composite(r) => newest.insert((r.doc, true), i),
+            _ => None,
+        };
+    }
+    fn superseded<T>() -> Result<T, String> {
+        Err("superseded".to_string())
     }
     batch
         .into_iter()
         .enumerate()
         .filter_map(|(i, job)| match job {
-            Job::Decode { doc, key, latent } if newest.get(&doc) != Some(&i) => {
-                let _ = replies.send(Reply::Decoded {
-                    doc,
-                    key,
-                    latent,
-                    result: Err("superseded".to_string()),
+            Job::Decode { doc, key, latent, mask } if newest.get(&(doc, false)) != Some(&i) => {
+                let _ =
+                    replies.send(Reply::Decoded { doc, key, latent, mask, result: superseded() });
+                None
+            }
+            Job::Composite(r) if newest.get(&(r.doc, true)) != Some(&i) => {
+                let _ = replies.send(Reply::Composited {
+                    doc: r.doc,
+                    key: r.key,
+                    result: superseded(),
                 });
                 None
             }
@@ -348,226 +405,12 @@ pub(super) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1e3
-}
-
-fn load(
-    path: Option<&Path>,
-    choice: BackendChoice,
-    generation: u64,
-) -> Result<(Fae, FaeRef, ModelInfo)> {
-    let start = Instant::now();
-    if path.is_none() && crate::assets::path(crate::fae::DEFAULT_MODEL).is_err() {
-        anyhow::bail!("no built-in model yet: load a checkpoint");
-    }
-    let compute = backend::select(choice)?;
-    let fae = Fae::load(path, &compute.device)?;
-    let fae_ref = FaeRef::of(path)?;
-    let name = path
-        .and_then(|p| p.file_name())
-        .map_or_else(|| "built-in".to_string(), |n| n.to_string_lossy().into_owned());
-    let info = ModelInfo {
-        name,
-        path: path.map(Path::to_path_buf),
-        config: fae.config.clone(),
-        step: fae.step,
-        backend: compute.kind.name().to_string(),
-        adapter: compute.adapter.clone(),
-        encoder_dim: fae.encoder.info().dim,
-        generation,
-        load_ms: ms(start),
-        sha256: fae_ref.sha256.clone(),
-    };
-    Ok((fae, fae_ref, info))
-}
-
-/// Why harmonise cannot run.
-pub const NO_GENERATOR: &str = "harmonise needs a generator: load one in the Models panel";
-
-fn load_generator(
-    path: Option<&Path>,
-    fae: Arc<Fae>,
-    fae_ref: &FaeRef,
-) -> Result<(Generator, GeneratorInfo)> {
-    let start = Instant::now();
-    let file = match path {
-        Some(p) => p.to_path_buf(),
-        None => crate::assets::path(crate::generator::DEFAULT_GENERATOR)
-            .map_err(|_| anyhow!("no built-in generator yet"))?,
-    };
-    let device = fae.device.clone();
-    let generator = Generator::with_fae(&file, fae, fae_ref.path.as_deref(), &device)?;
-    let c = generator.config();
-    let info = GeneratorInfo {
-        name: path
-            .and_then(|p| p.file_name())
-            .map_or_else(|| "built-in".to_string(), |n| n.to_string_lossy().into_owned()),
-        path: path.map(Path::to_path_buf),
-        classes: c.classes.clone(),
-        grid: c.grid,
-        width: c.width,
-        depth: c.depth,
-        step: generator.step,
-        load_ms: ms(start),
-    };
-    Ok((generator, info))
-}
-
-/// Samples the request's latents (counting steps, stopping on either cancel flag) and decodes
-/// them.
-fn generate(
-    g: &Generator,
-    request: &GenerateRequest,
-    progress: &GenerateProgress,
-    cancel: &AtomicBool,
-) -> Result<Vec<Generated>> {
-    let stopped = || progress.cancel.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed);
-    let latents = g.generate(
-        request.class.as_deref(),
-        request.n,
-        request.seed,
-        &request.options,
-        &mut |done, total| {
-            progress.steps_done.store(done, Ordering::Relaxed);
-            progress.steps_total.store(total, Ordering::Relaxed);
-            !stopped()
-        },
-    )?;
-    let mut out = Vec::with_capacity(latents.len());
-    for latent in latents {
-        if stopped() {
-            anyhow::bail!(CANCELLED);
-        }
-        let image = g.fae.decode(&latent)?.image;
-        out.push(Generated { latent, image });
-        progress.decoded.fetch_add(1, Ordering::Relaxed);
-    }
-    Ok(out)
-}
-
-/// An image's analysis: from the latent saved beside it when there is one for this model and
-/// size (a generated image keeps its generated latent), else by encoding it.
-fn open_image(
-    fae: &Fae,
-    fae_ref: Option<&FaeRef>,
-    path: &Path,
-    size: Option<usize>,
-) -> Result<Analysis> {
-    let size = size.unwrap_or(fae.config.image_size);
-    let grid = size / fae.config.patch_size;
-    let saved = fae_ref.and_then(|r| super::generated::read_latent(path, &r.sha256));
-    match saved {
-        Some(latent) if (latent.height, latent.width) == (grid, grid) => {
-            analyse_latent(fae, latent)
-        }
-        _ => analyse(fae, path, Some(size)),
-    }
-}
-
-/// The analysis of an image made from a latent: the decoded picture is the original.
-pub fn analyse_latent(fae: &Fae, latent: Grid) -> Result<Analysis> {
-    let start = Instant::now();
-    let decoded = fae.decode(&latent)?;
-    let decode_ms = ms(start);
-    let features = fae.features_of(&decoded.image, (latent.height, latent.width));
-    Ok(Analysis {
-        psnr: metrics::psnr(&decoded.image, &decoded.image),
-        ssim: metrics::ssim(&decoded.image, &decoded.image),
-        feature_cosine: metrics::mean_token_cosine(&features, &decoded.features),
-        cycle_cosine: 1.0,
-        image: decoded.image.clone(),
-        cycle: features.clone(),
-        features,
-        latent,
-        recon: decoded.image,
-        restored: decoded.features,
-        encode_ms: 0.0,
-        decode_ms,
-    })
-}
-
-/// Encode, reconstruct, re-encode and measure one image.
-pub fn analyse(fae: &Fae, path: &Path, size: Option<usize>) -> Result<Analysis> {
-    let start = Instant::now();
-    let encoded = fae.encode_image(path, size)?;
-    let encode_ms = ms(start);
-    let start = Instant::now();
-    let decoded = fae.decode(&encoded.latent)?;
-    let decode_ms = ms(start);
-    let grid = (encoded.latent.height, encoded.latent.width);
-    let cycle = fae.features_of(&decoded.image, grid);
-    let (w, h) = decoded.image.dimensions();
-    let original = crate::image_io::fit_and_crop(&encoded.image, w, h);
-    Ok(Analysis {
-        psnr: metrics::psnr(&original, &decoded.image),
-        ssim: metrics::ssim(&original, &decoded.image),
-        feature_cosine: metrics::mean_token_cosine(&encoded.features, &decoded.features),
-        cycle_cosine: metrics::mean_token_cosine(&encoded.features, &cycle),
-        image: original,
-        features: encoded.features,
-        latent: encoded.latent,
-        recon: decoded.image,
-        restored: decoded.features,
-        cycle,
-        encode_ms,
-        decode_ms,
-    })
-}
-
-pub fn decode(fae: &Fae, latent: &Grid) -> Result<DecodeOut> {
-    let start = Instant::now();
-    let decoded = fae.decode(latent)?;
-    Ok(DecodeOut { image: decoded.image, restored: decoded.features, ms: ms(start) })
-}
-
-/// Image files in a folder (not recursive), sorted by name.
-pub fn images_in(folder: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map_err(|e| anyhow!("cannot read folder {}: {e}", folder.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_image(p))
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-pub fn is_image(path: &Path) -> bool {
-    path.is_file()
-        && path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-            matches!(
-                e.to_ascii_lowercase().as_str(),
-                "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif"
-            )
-        })
-}
-
-fn encode_folder(
-    fae: &Fae,
-    folder: &Path,
-    size: Option<usize>,
-    cancel: &AtomicBool,
-) -> Result<Vec<Grid>> {
-    let paths = images_in(folder)?;
-    if paths.is_empty() {
-        anyhow::bail!("folder {} holds no images", folder.display());
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if cancel.load(Ordering::Relaxed) {
-            anyhow::bail!(CANCELLED);
-        }
-        out.push(fae.encode_image(&p, size)?.latent);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn decode(doc: u64, key: u64) -> Job {
-        Job::Decode { doc, key, latent: Arc::new(Grid::zeros(1, 1, 1)) }
+        Job::Decode { doc, key, latent: Arc::new(Grid::zeros(1, 1, 1)), mask: Arc::new(vec![0.0]) }
     }
 
     #[test]
@@ -599,5 +442,57 @@ mod tests {
             })
             .collect();
         assert_eq!(superseded, [10, 11]);
+    }
+
+    fn composite(doc: u64, key: u64) -> Job {
+        let picture = image::Rgb32FImage::new(2, 2);
+        let grid = Grid::zeros(1, 1, 1);
+        let analysis = Analysis {
+            image: picture.clone(),
+            features: grid.clone(),
+            latent: grid.clone(),
+            recon: picture.clone(),
+            restored: grid.clone(),
+            cycle: grid,
+            psnr: 0.0,
+            ssim: 0.0,
+            feature_cosine: 0.0,
+            cycle_cosine: 0.0,
+            encode_ms: 0.0,
+            decode_ms: 0.0,
+        };
+        Job::Composite(Box::new(CompositeRequest {
+            doc,
+            key,
+            path: PathBuf::from("p.png"),
+            analysis: Arc::new(analysis),
+            edit: picture,
+            mask: Arc::new(vec![0.0]),
+            options: Default::default(),
+        }))
+    }
+
+    #[test]
+    fn only_the_newest_composite_of_each_image_runs() {
+        let (tx, rx) = channel();
+        let batch = vec![composite(1, 10), decode(1, 5), composite(1, 11), composite(2, 20)];
+        let kept = coalesce(batch, &tx);
+        let keys: Vec<(u64, u64)> = kept
+            .iter()
+            .filter_map(|j| match j {
+                Job::Composite(r) => Some((r.doc, r.key)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [(1, 11), (2, 20)]);
+        assert_eq!(kept.len(), 3, "the decode is kept");
+        let superseded: Vec<u64> = rx
+            .try_iter()
+            .map(|r| match r {
+                Reply::Composited { key, result: Err(e), .. } if e == "superseded" => key,
+                _ => panic!("unexpected reply"),
+            })
+            .collect();
+        assert_eq!(superseded, [10]);
     }
 }

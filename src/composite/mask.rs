@@ -145,7 +145,7 @@ pub(super) fn alpha_plane(mask: &HardMask, bbox: Rect, k: usize, radius: usize) 
 }
 
 /// Integer weights of a box of radius `a` convolved with one of radius `b`.
-fn trapezoid(a: usize, b: usize) -> Vec<u32> {
+pub(super) fn trapezoid(a: usize, b: usize) -> Vec<u32> {
     let mut taps = vec![0u32; 2 * (a + b) + 1];
     for i in 0..=2 * a {
         for j in 0..=2 * b {

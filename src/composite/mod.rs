@@ -11,34 +11,56 @@
 //!   upsampled: the photo keeps its own detail and takes on the edit's change (for edits over
 //!   the whole image: channel scaling, blends, directions).
 //!
-//! `blend` is a multi-band (Laplacian pyramid, Burt & Adelson 1983) blend over the bounding box
-//! of the feathered mask: each band of the difference is weighted by the edited tokens' mask
+//! In mask mode `blend` is a multi-band (Laplacian pyramid, Burt & Adelson 1983) blend over the
+//! bounding box of the feathered mask: each band of the difference is weighted by the edited tokens' mask
 //! softened at that band's scale, from 2 px for the finest band to the whole feather for the
 //! coarsest. Texture switches over a few pixels and colour over the feather, so the seam has
 //! neither a hard edge nor a halo. Every mask is a blur of the hard token mask with a kernel of
 //! bounded reach, so the blend never reaches farther than `feather` px (Euclidean) from an
 //! edited token: there, and everywhere outside the bounding box, the output is the original,
-//! bit for bit (`original + 0.0`).
+//! bit for bit. Detail mode's change is an upsampled decode with nothing finer than the feather
+//! in it, so one band does: `photo + alpha * change` with the feathered mask computed
+//! separably from the token grid, row by row, without a working buffer of the photo's size
+//! (`feather`).
 //!
-//! Working memory beyond the output image (a copy of the original): at most
+//! [`composite_region`] recomposites only a rectangle into an earlier result, and
+//! [`changed_region`] says which rectangle a change of the mask or the decode reaches: the app
+//! follows a brush stroke at the cost of what it touched.
+//!
+//! Working memory beyond the output image (a copy of the original), in mask mode: at most
 //! [`WORK_BYTES_PER_BOX_PIXEL`] bytes per pixel of the bounding box (the level-0 mask, its
 //! integer blur, and the pyramid levels at a quarter of the pixels and below); no per-pixel
 //! allocation, rows are processed in parallel with rayon.
 
+mod feather;
 mod mask;
 mod pyramid;
+mod region;
 mod target;
 
 use anyhow::{Result, ensure};
 use image::Rgb32FImage;
 
 use crate::image_io::fit_crop;
+use feather::Feather;
 use mask::{HardMask, alpha_plane, level_radii};
 use pyramid::{Plane, blend};
+pub use region::{Inputs, affected, changed_region, composite_region};
 use target::Target;
 
 /// How an edit reaches the output picture.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum CompositeMode {
     /// The plain decode at the decoder's resolution (everything went through the decoder).
     #[default]
@@ -50,7 +72,8 @@ pub enum CompositeMode {
 }
 
 /// Settings of [`composite`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CompositeOptions {
     pub mode: CompositeMode,
     /// Widest transition, in pixels of the photo: no pixel farther than this from an edited
@@ -81,10 +104,10 @@ impl Default for CompositeOptions {
 /// Default feather in pixels of the photo (Krita's selection feather is at least 32 px).
 pub const DEFAULT_FEATHER: f32 = 32.0;
 
-/// Upper bound of the working memory per pixel of the blend's bounding box: the level-0 mask
-/// (f32) and its horizontal blur (u32), plus the pyramid levels from 1 up (difference and
-/// collapsed band, 3 x f32 each, and the mask, 1 x f32, at a quarter of the pixels, a sixteenth,
-/// ...: 28 / 3 bytes), rounded up.
+/// Upper bound of the working memory per pixel of the blend's bounding box in mask mode: the
+/// pyramid levels from 1 up (difference and collapsed band, 3 x f32 each, and the mask, 1 x f32,
+/// at a quarter of the pixels, a sixteenth, ...: 28 / 3 bytes) and the level-1 mask's integer
+/// blur, rounded up generously (the level-0 mask is computed row by row).
 pub const WORK_BYTES_PER_BOX_PIXEL: usize = 18;
 
 /// Where the encoder's crop and its token grid lie in the photo.
@@ -167,15 +190,33 @@ pub fn composite_in_place(
     placement: &Placement,
     options: &CompositeOptions,
 ) -> Result<()> {
-    let o = options;
+    let inputs = Inputs { decoded_original, decoded_edit, token_mask, placement, options };
+    run(photo, None, &inputs, None)
+}
+
+/// Chebyshev reach of the blend: a square blur of reach r/sqrt 2 stays within r px in every
+/// direction.
+fn reach_of(options: &CompositeOptions) -> f64 {
+    options.feather as f64 / std::f64::consts::SQRT_2
+}
+
+/// Composites into `dst` from `src` (`dst` itself when `None`), writing only the pixels of
+/// `region` (all that the edit reaches when `None`); `dst` is left alone elsewhere.
+fn run(
+    dst: &mut Rgb32FImage,
+    src: Option<&Rgb32FImage>,
+    inputs: &Inputs,
+    region: Option<Rect>,
+) -> Result<()> {
+    let Inputs { decoded_original, decoded_edit, token_mask, placement, options: o } = *inputs;
     ensure!(o.mode != CompositeMode::Off, "composite mode `off` leaves nothing to composite");
     ensure!(o.feather.is_finite() && o.feather >= 0.0, "feather must be >= 0 px");
     ensure!(o.strength.is_finite(), "detail strength must be a number");
     ensure!(o.preserve.is_finite() && o.preserve >= 0.0, "preserve must be >= 0");
     ensure!(
-        photo.dimensions() == placement.size,
+        dst.dimensions() == placement.size,
         "the photo is {:?} but the placement is for {:?}",
-        photo.dimensions(),
+        dst.dimensions(),
         placement.size
     );
     ensure!(
@@ -196,41 +237,89 @@ pub fn composite_in_place(
             "detail mode and preservation need the decoded original"
         );
     }
-    // Chebyshev reach: a square blur of reach r/sqrt 2 stays within r px in every direction.
-    let reach = o.feather as f64 / std::f64::consts::SQRT_2;
+    let reach = reach_of(o);
     let bbox = mask.bbox.grown(reach.ceil() as u32, placement.size);
+    let Some(write) = region.map_or(Some(bbox), |r| r.intersect(&bbox)) else {
+        return Ok(());
+    };
+    let source = src.unwrap_or(&*dst);
+    let mut target = Target::new(source, decoded_original, decoded_edit, placement, bbox, o, &mask);
+    if o.mode == CompositeMode::Detail {
+        target.restrict(write, placement);
+        let feather = Feather::new(placement, token_mask, reach.floor() as usize, write);
+        feather::apply(dst, src, &target, &feather);
+        return Ok(());
+    }
     let radii = level_radii(reach, bbox.width(), bbox.height());
-    let target = Target::new(photo, decoded_original, decoded_edit, placement, bbox, o, &mask);
+    // The pyramid over the written pixels and what reaches them, on the levels' grid of the
+    // whole box, so the written pixels come out as a blend over the whole box makes them.
+    let step = 1u32 << (radii.len() - 1);
+    let grown = write.grown(region::margin(reach), placement.size).intersect(&bbox).unwrap_or(bbox);
+    let align = |p: u32, origin: u32| origin + (p - origin) / step * step;
+    let area = Rect { x0: align(grown.x0, bbox.x0), y0: align(grown.y0, bbox.y0), ..grown };
+    target.restrict(area, placement);
+    let level0 = Feather::new(placement, token_mask, radii[0], area);
     let alphas: Vec<Plane> =
-        radii.iter().enumerate().map(|(k, &r)| alpha_plane(&mask, bbox, k, r)).collect();
-    blend(photo, &target, bbox, &alphas);
+        radii.iter().enumerate().skip(1).map(|(k, &r)| alpha_plane(&mask, area, k, r)).collect();
+    blend(dst, src, &target, write, &level0, &alphas);
     Ok(())
 }
 
 /// Half-open pixel rectangle `[x0, x1) x [y0, y1)` of the photo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Rect {
-    x0: u32,
-    y0: u32,
-    x1: u32,
-    y1: u32,
+pub struct Rect {
+    pub x0: u32,
+    pub y0: u32,
+    pub x1: u32,
+    pub y1: u32,
 }
 
 impl Rect {
-    fn width(&self) -> usize {
+    /// The whole of a picture of `size`.
+    pub fn of_size(size: (u32, u32)) -> Rect {
+        Rect { x0: 0, y0: 0, x1: size.0, y1: size.1 }
+    }
+
+    pub fn width(&self) -> usize {
         (self.x1 - self.x0) as usize
     }
 
-    fn height(&self) -> usize {
+    pub fn height(&self) -> usize {
         (self.y1 - self.y0) as usize
     }
 
-    fn grown(&self, by: u32, size: (u32, u32)) -> Rect {
+    pub fn area(&self) -> usize {
+        self.width() * self.height()
+    }
+
+    /// Grown by `by` px on every side, within a picture of `size`.
+    pub fn grown(&self, by: u32, size: (u32, u32)) -> Rect {
         Rect {
             x0: self.x0.saturating_sub(by),
             y0: self.y0.saturating_sub(by),
             x1: self.x1.saturating_add(by).min(size.0),
             y1: self.y1.saturating_add(by).min(size.1),
+        }
+    }
+
+    /// The pixels in both; `None` when there are none.
+    pub fn intersect(&self, other: &Rect) -> Option<Rect> {
+        let r = Rect {
+            x0: self.x0.max(other.x0),
+            y0: self.y0.max(other.y0),
+            x1: self.x1.min(other.x1),
+            y1: self.y1.min(other.y1),
+        };
+        (r.x0 < r.x1 && r.y0 < r.y1).then_some(r)
+    }
+
+    /// The smallest rectangle holding both.
+    pub fn union(&self, other: &Rect) -> Rect {
+        Rect {
+            x0: self.x0.min(other.x0),
+            y0: self.y0.min(other.y0),
+            x1: self.x1.max(other.x1),
+            y1: self.y1.max(other.y1),
         }
     }
 }

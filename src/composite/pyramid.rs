@@ -5,6 +5,7 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use super::Rect;
+use super::feather::{Feather, Rows};
 use super::target::Target;
 
 /// A picture of `channels` interleaved f32 values per pixel.
@@ -32,24 +33,42 @@ impl Plane {
 }
 
 /// Reduces a picture of `width x height` (given row by row) to half size with the separable
-/// `[1 3 3 1] / 8` filter: coarse pixel i sits between fine pixels 2i and 2i + 1.
+/// `[1 3 3 1] / 8` filter: coarse pixel i sits between fine pixels 2i and 2i + 1. Each fine row
+/// is filtered along x once per thread and kept while the next coarse row needs it (neighbouring
+/// coarse rows share two fine rows).
 fn reduce(width: usize, height: usize, row: &(dyn Fn(usize, &mut [f32]) + Sync)) -> Plane {
-    const TAPS: [(isize, f32); 4] = [(-1, 0.125), (0, 0.375), (1, 0.375), (2, 0.125)];
+    const TAPS: [f32; 4] = [0.125, 0.375, 0.375, 0.125];
     let (w, h) = (width.div_ceil(2), height.div_ceil(2));
     let mut out = Plane::zeros(w, h, 3);
-    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+    let clamp = |i: usize, n: usize| i.saturating_sub(1).min(n - 1);
+    let across = |y: usize, fine: &mut [f32], half: &mut Vec<f32>| {
+        row(y, fine);
+        half.clear();
+        for i in 0..w {
+            let mut px = [0f32; 3];
+            for (t, wx) in TAPS.iter().enumerate() {
+                let x = clamp(2 * i + t, width);
+                (0..3).for_each(|c| px[c] += wx * fine[x * 3 + c]);
+            }
+            half.extend(px);
+        }
+    };
     out.rows_mut().enumerate().for_each_init(
-        || vec![0f32; width * 3],
-        |fine, (j, coarse)| {
-            for (dy, wy) in TAPS {
-                row(clamp(2 * j as isize + dy, height), fine);
-                for (i, px) in coarse.chunks_exact_mut(3).enumerate() {
-                    for (dx, wx) in TAPS {
-                        let x = clamp(2 * i as isize + dx, width);
-                        for c in 0..3 {
-                            px[c] += wy * wx * fine[x * 3 + c];
-                        }
+        || (vec![0f32; width * 3], Vec::<(usize, Vec<f32>)>::with_capacity(4)),
+        |(fine, kept), (j, coarse)| {
+            for (t, wy) in TAPS.iter().enumerate() {
+                let y = clamp(2 * j + t, height);
+                let at = match kept.iter().position(|(k, _)| *k == y) {
+                    Some(p) => p,
+                    None => {
+                        let mut half = if kept.len() == 4 { kept.remove(0).1 } else { Vec::new() };
+                        across(y, fine, &mut half);
+                        kept.push((y, half));
+                        kept.len() - 1
                     }
+                };
+                for (o, v) in coarse.iter_mut().zip(&kept[at].1) {
+                    *o += wy * v;
                 }
             }
         },
@@ -75,43 +94,63 @@ fn expand_row(coarse: &Plane, y: usize, width: usize, between: &mut [f32], out: 
     }
 }
 
-/// The multi-band blend: `photo += collapse(alpha_k * laplacian_k(target - photo))` inside
-/// `bbox`.
-pub(super) fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas: &[Plane]) {
+/// The multi-band blend over `bbox`: `dst = src + collapse(alpha_k * laplacian_k(target - src))`,
+/// written only for the pixels of `write` (inside `bbox`); `src` is `dst` itself when `None`.
+/// The finest mask is computed row by row (`level0`, over `bbox`), the coarser ones are planes
+/// (`alphas`, levels 1 and up).
+pub(super) fn blend(
+    dst: &mut Rgb32FImage,
+    src: Option<&Rgb32FImage>,
+    target: &Target,
+    write: Rect,
+    level0: &Feather,
+    alphas: &[Plane],
+) {
+    let bbox = level0.rect();
     let (bw, bh) = (bbox.width(), bbox.height());
-    let top = alphas.len() - 1;
-    let values = photo.as_raw();
-    let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
-    // Differences at levels 1..=top (index k - 1).
-    let mut deltas: Vec<Plane> = Vec::with_capacity(top);
-    for alpha in &alphas[1..] {
-        let plane = match deltas.last() {
-            None => reduce(bw, bh, &level0),
-            Some(fine) => {
-                let copy = |y: usize, out: &mut [f32]| out.copy_from_slice(fine.row(y));
-                reduce(fine.width, fine.height, &copy)
-            }
-        };
-        debug_assert_eq!((plane.width, plane.height), (alpha.width, alpha.height));
-        deltas.push(plane);
-    }
+    let top = alphas.len();
     // Collapse from the top: C_top = a_top d_top, C_k = a_k (d_k - E d_k+1) + E C_k+1, keeping
     // (d_k, C_k) for the level below.
-    let mut upper: Option<(Plane, Plane)> = None;
-    for k in (1..=top).rev() {
-        let d = deltas.pop().expect("one difference per level");
-        let band = collapse_level(&d, &alphas[k], upper.as_ref());
-        upper = Some((d, band));
-    }
-    let width = photo.width() as usize;
-    let alpha = &alphas[0];
-    let rows = photo.par_chunks_mut(width * 3).enumerate().skip(bbox.y0 as usize).take(bh);
+    let upper = {
+        let values = src.unwrap_or(&*dst).as_raw();
+        let level0 = |y: usize, out: &mut [f32]| target.row(y, target.photo_row(values, y), out);
+        // Differences at levels 1..=top (index k - 1).
+        let mut deltas: Vec<Plane> = Vec::with_capacity(top);
+        for alpha in alphas {
+            let plane = match deltas.last() {
+                None => reduce(bw, bh, &level0),
+                Some(fine) => {
+                    let copy = |y: usize, out: &mut [f32]| out.copy_from_slice(fine.row(y));
+                    reduce(fine.width, fine.height, &copy)
+                }
+            };
+            debug_assert_eq!((plane.width, plane.height), (alpha.width, alpha.height));
+            deltas.push(plane);
+        }
+        let mut upper: Option<(Plane, Plane)> = None;
+        for k in (1..=top).rev() {
+            let d = deltas.pop().expect("one difference per level");
+            let band = collapse_level(&d, &alphas[k - 1], upper.as_ref());
+            upper = Some((d, band));
+        }
+        upper
+    };
+    let width = dst.width() as usize;
+    let zeros = vec![0f32; bw];
+    let (wx0, wx1) = (write.x0 as usize * 3, write.x1 as usize * 3);
+    let (skip, keep) = ((write.x0 - bbox.x0) as usize * 3, write.width() * 3);
+    let rows =
+        dst.par_chunks_mut(width * 3).enumerate().skip(write.y0 as usize).take(write.height());
     rows.for_each_init(
-        || (vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3], vec![0f32; bw * 3]),
-        |(d, between, ed, ec), (oy, row)| {
+        || (Rows::new(level0), [0; 5].map(|_| vec![0f32; bw * 3])),
+        |(rows0, [photo, d, between, ed, ec]), (oy, row)| {
             let y = oy - bbox.y0 as usize;
-            let row = &mut row[bbox.x0 as usize * 3..bbox.x1 as usize * 3];
-            target.row(y, row, d);
+            let box_row = (oy * width + bbox.x0 as usize) * 3..(oy * width + bbox.x1 as usize) * 3;
+            match src {
+                Some(s) => photo.copy_from_slice(&s.as_raw()[box_row]),
+                None => photo.copy_from_slice(&row[bbox.x0 as usize * 3..bbox.x1 as usize * 3]),
+            }
+            target.row(y, photo, d);
             if let Some((cd, cc)) = &upper {
                 expand_row(cd, y, bw, &mut between[..cd.width * 3], ed);
                 expand_row(cc, y, bw, &mut between[..cc.width * 3], ec);
@@ -119,8 +158,10 @@ pub(super) fn blend(photo: &mut Rgb32FImage, target: &Target, bbox: Rect, alphas
                 ed.fill(0.0);
                 ec.fill(0.0);
             }
-            for (p, v) in row.iter_mut().zip(band_values(alpha.row(y), d, ed, ec)) {
-                *p += v;
+            let alpha = rows0.row(y).unwrap_or(&zeros);
+            let values = band_values(alpha, d, ed, ec).zip(photo.iter()).skip(skip).take(keep);
+            for (p, (v, s)) in row[wx0..wx1].iter_mut().zip(values) {
+                *p = s + v;
             }
         },
     );

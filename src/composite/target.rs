@@ -86,6 +86,15 @@ impl Target {
         target
     }
 
+    /// The same target over `rect`, a part of its box (the colour shift stays the box's).
+    pub(super) fn restrict(&mut self, rect: Rect, placement: &Placement) {
+        let (dw, dh) = (self.small.width as u32, self.small.height as u32);
+        let c = placement.crop;
+        self.columns = taps_along(rect.x0, rect.width(), c[0], c[2], dw);
+        self.rows = taps_along(rect.y0, rect.height(), c[1], c[3], dh);
+        self.bbox = rect;
+    }
+
     /// Mean of `photo - decode` over the unedited pixels of the bounding box (every fourth row
     /// and column): the colour shift that makes the pasted decode match its surroundings.
     fn periphery_offset(&self, mask: &HardMask, photo: &[f32]) -> [f32; 3] {
@@ -113,24 +122,51 @@ impl Target {
 
     /// Fills `out` (bounding-box width x 3) with row `y` of the box, given the photo's row.
     pub(super) fn row(&self, y: usize, photo_row: &[f32], out: &mut [f32]) {
-        // Bilinear: the two decode rows are mixed once per row, then per pixel along x only.
+        // Bilinear: the two decode rows are mixed once per row (into this thread's scratch
+        // rows), then per pixel along x only.
         let (r0, r1, fy) = self.rows[y];
-        let between = |plane: &Plane, shift: &[f32]| -> Vec<f32> {
+        let mix = |plane: &Plane, shift: &[f32], into: &mut Vec<f32>| {
             let (a, b) = (plane.row(r0), plane.row(r1));
+            into.clear();
             let values = a.iter().zip(b).enumerate();
-            values.map(|(i, (a, b))| a + (b - a) * fy + shift[i % shift.len()]).collect()
+            into.extend(values.map(|(i, (a, b))| a + (b - a) * fy + shift[i % shift.len()]));
         };
-        let small = between(&self.small, &self.offset);
-        let keep = self.keep.as_ref().map(|k| between(k, &[0.0]));
-        let pixels = out.chunks_exact_mut(3).zip(photo_row.chunks_exact(3)).zip(&self.columns);
-        for ((px, photo), &(c0, c1, fx)) in pixels {
-            let weight = keep.as_ref().map_or(1.0, |k| k[c0] + (k[c1] - k[c0]) * fx);
-            for c in 0..3 {
+        MIXED.with_borrow_mut(|(small, keep)| {
+            mix(&self.small, &self.offset, small);
+            let lerp = |c0: usize, c1: usize, fx: f32, c: usize| {
                 let (v0, v1) = (small[c0 * 3 + c], small[c1 * 3 + c]);
-                let v = v0 + (v1 - v0) * fx;
-                let d = if self.paste { v - photo[c] } else { v };
-                px[c] = weight * d;
+                v0 + (v1 - v0) * fx
+            };
+            let pixels = out.chunks_exact_mut(3).zip(photo_row.chunks_exact(3)).zip(&self.columns);
+            match (&self.keep, self.paste) {
+                (None, false) => {
+                    for ((px, _), &(c0, c1, fx)) in pixels {
+                        (0..3).for_each(|c| px[c] = lerp(c0, c1, fx, c));
+                    }
+                }
+                (None, true) => {
+                    for ((px, photo), &(c0, c1, fx)) in pixels {
+                        (0..3).for_each(|c| px[c] = lerp(c0, c1, fx, c) - photo[c]);
+                    }
+                }
+                (Some(k), paste) => {
+                    mix(k, &[0.0], keep);
+                    for ((px, photo), &(c0, c1, fx)) in pixels {
+                        let weight = keep[c0] + (keep[c1] - keep[c0]) * fx;
+                        for c in 0..3 {
+                            let v = lerp(c0, c1, fx, c);
+                            px[c] = weight * if paste { v - photo[c] } else { v };
+                        }
+                    }
+                }
             }
-        }
+        });
     }
+}
+
+thread_local! {
+    /// The decode's (and the preservation weights') two rows mixed for the row being made.
+    static MIXED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
 }

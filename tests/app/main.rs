@@ -9,6 +9,7 @@
 mod adapters;
 #[path = "../common/mod.rs"]
 mod common;
+mod composite;
 mod editing;
 mod files;
 mod generate;
@@ -90,6 +91,8 @@ fn open_sample(h: &mut Harness<'_, FaeApp>, names: &[&str]) {
     let paths = names.iter().map(|n| sample(n)).collect();
     h.state_mut().state.open_paths(paths);
     wait(h, 120, "the images to be encoded", |a| ready(a, names.len()));
+    // The active image's photo is composited next (loaded at full resolution).
+    wait(h, 120, "the worker to be idle", |a| !a.state.worker.busy());
 }
 
 fn wait_generator(h: &mut Harness<'_, FaeApp>) {
