@@ -89,7 +89,18 @@ fn run(cli: Cli) -> Result<()> {
                 compute.adapter
             );
         }
-        Command::Bench { json, stage, encoder, runs, sizes, batches, model, generator } => {
+        Command::Bench {
+            json,
+            stage,
+            encoder,
+            runs,
+            sizes,
+            batches,
+            model,
+            generator,
+            train_size,
+            train_batch,
+        } => {
             let options = BenchOptions {
                 stage,
                 backend: cli.backend,
@@ -99,6 +110,8 @@ fn run(cli: Cli) -> Result<()> {
                 batches,
                 model,
                 generator,
+                train_size,
+                train_batch,
             };
             if !json {
                 println!(
@@ -111,8 +124,11 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::to_string(row).expect("serialisable row"));
                 } else {
                     let mem = row.peak_mem_mib.map_or("-".into(), |m| format!("{m:.0}"));
+                    let rate = row.images_per_s.map_or(String::new(), |r| {
+                        format!(", {r:.2} images/s at the fastest step")
+                    });
                     println!(
-                        "{:<12} {:<6} {:>5} {:>5} {:>11.1} {:>11}  {}",
+                        "{:<12} {:<6} {:>5} {:>5} {:>11.1} {:>11}  {}{rate}",
                         row.stage,
                         row.backend,
                         row.size,

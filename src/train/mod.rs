@@ -8,5 +8,7 @@ pub mod data;
 pub mod discriminator;
 pub mod run;
 pub mod shared;
+pub mod step;
+pub mod validate;
 
 pub use run::{Stage, TrainOptions, train};
