@@ -120,6 +120,12 @@ pub fn select(choice: BackendChoice) -> Result<Compute> {
 }
 
 /// Peak resident memory of this process in MiB (Linux), for benchmarks.
+/// Resets the process's peak resident memory ([`peak_rss_mib`]) to what is resident now (Linux's
+/// `/proc/self/clear_refs`; elsewhere it does nothing).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

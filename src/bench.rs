@@ -24,7 +24,16 @@ pub const STAGES: &[&str] = &[
     "sample_image",
     "generator_train_step",
     "composite",
+    "train_fae",
+    "train_pixel",
+    "train_pixel_decoded",
+    "train_generator",
 ];
+
+/// The training stages: real optimiser steps of the built-in models, as `train` and
+/// `train-generator` take them.
+pub const TRAIN_STAGES: &[&str] =
+    &["train_fae", "train_pixel", "train_pixel_decoded", "train_generator"];
 
 #[derive(Debug, Serialize)]
 pub struct BenchRow {
@@ -37,8 +46,15 @@ pub struct BenchRow {
     pub runs: usize,
     pub median_ms: f64,
     pub min_ms: f64,
-    /// Peak resident memory of the process (CPU) or bytes reserved by the GPU memory pool.
+    /// Peak resident memory of the process (CPU) or bytes reserved by the GPU memory pool. The
+    /// training stages reset the CPU high-water mark first, so theirs is the stage's own peak.
     pub peak_mem_mib: Option<f64>,
+    /// Training stages: images (latents, for the generator) per second at the minimum step time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+    /// Training stages: the minimum time of one whole step (loss, backward, optimiser, EMA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms_per_step: Option<f64>,
 }
 
 pub struct BenchOptions {
@@ -53,6 +69,10 @@ pub struct BenchOptions {
     /// Generator checkpoint for the generator stages (the built-in one, else an untrained tiny
     /// model, when `None`).
     pub generator: Option<std::path::PathBuf>,
+    /// Image size of the training stages (the built-in generator needs 224).
+    pub train_size: usize,
+    /// Batch of the training stages.
+    pub train_batch: usize,
 }
 
 /// Backends to measure: the one asked for, or under `auto` the CPU and any hardware GPU.
@@ -103,6 +123,10 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
         composite_rows(options.runs, &mut emit)?;
     }
     for compute in backends(options.backend)? {
+        for stage in TRAIN_STAGES.iter().filter(|s| options.stage.as_deref() == Some(**s)) {
+            // Only when asked for by name: each takes a minute or more at batch 8.
+            emit(&train_stage(options, &compute, stage)?);
+        }
         // Brush stroke to regenerated image, through the app's worker (needs a model).
         let has_model = crate::assets::path(crate::fae::DEFAULT_MODEL).is_ok()
             || std::env::var_os(crate::app::MODEL_ENV).is_some();
@@ -127,6 +151,8 @@ pub fn run(options: &BenchOptions, mut emit: impl FnMut(&BenchRow)) -> Result<()
                 median_ms,
                 min_ms,
                 peak_mem_mib: peak_mem(&compute),
+                images_per_s: None,
+                ms_per_step: None,
             })
         };
         let device = &compute.device;
@@ -277,6 +303,8 @@ fn composite_rows(runs: usize, emit: &mut dyn FnMut(&BenchRow)) -> Result<()> {
                 median_ms,
                 min_ms,
                 peak_mem_mib: backend::peak_rss_mib(),
+                images_per_s: None,
+                ms_per_step: None,
             });
         }
     }
@@ -402,4 +430,174 @@ fn generator_stages(
         }
     }
     Ok(())
+}
+
+/// One optimiser step of a training stage, through the trainers' own step functions.
+type TrainStep<'a> = Box<dyn FnMut() + 'a>;
+
+/// Times real training steps of `stage` (one of [`TRAIN_STAGES`]) on the built-in model (or
+/// `options.model` / `options.generator`) at `options.train_size` and `options.train_batch`,
+/// with the default loss terms of `train` (feature MSE + KL + cosine; L1 + perceptual) and its
+/// optimiser, EMA update and loss read-back, on random features and images.
+fn train_stage(options: &BenchOptions, compute: &Compute, stage: &str) -> Result<BenchRow> {
+    use crate::train::shared::{ema_update, update};
+    use crate::train::step::{self, Phase, StepContext};
+    use crate::train::{TrainOptions, run::Stage};
+    let device = &compute.device;
+    let ad = device.clone().autodiff();
+    let (size, batch) = (options.train_size, options.train_batch.max(1));
+    let mut defaults = TrainOptions::new("bench".into(), "bench".into());
+    defaults.size = size;
+    backend::reset_peak_rss();
+    let lr = defaults.lr;
+    let decay = defaults.ema_decay;
+    let name;
+    let (mut run_step, size): (TrainStep, usize) = if stage == "train_generator" {
+        use crate::generator::GeneratorFile;
+        use crate::generator::train::GeneratorTrainOptions;
+        use crate::generator::train::{flow_loss, optimizer};
+        let path = match &options.generator {
+            Some(p) => p.clone(),
+            None => crate::assets::path(crate::generator::DEFAULT_GENERATOR)?,
+        };
+        name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let file = GeneratorFile::open(&path)?;
+        let (h, w) = file.config.grid;
+        if size != h * 14 {
+            bail!("the generator works on {h}x{w} latents: use --train-size {}", h * 14);
+        }
+        let c = file.config.channels;
+        let decay = GeneratorTrainOptions::new("b".into(), "b".into()).ema_decay;
+        let mut model = Some(file.train_model(&ad)?);
+        let mut ema = Some(file.model(device)?);
+        let mut optim = optimizer();
+        let rope = model.as_ref().expect("model").rope(&ad);
+        let x0 = random([batch, h * w, c], &ad);
+        let eps = random([batch, h * w, c], &ad);
+        let times: Vec<f32> = (0..batch).map(|i| (i as f32 + 0.5) / batch as f32).collect();
+        let labels: Vec<usize> = (0..batch).map(|i| i % (file.config.classes.len() + 1)).collect();
+        let mut k = 0;
+        let f = move || {
+            let m = model.take().expect("model");
+            let loss = flow_loss(&m, x0.clone(), eps.clone(), times.clone(), &labels, &rope);
+            let _ = loss.clone().into_scalar::<f32>();
+            let m = update(m, &mut optim, lr, loss);
+            ema = Some(ema_update(ema.take().expect("ema"), &m, decay, k));
+            model = Some(m);
+            k += 1;
+        };
+        (Box::new(f), size)
+    } else {
+        use crate::fae::CheckpointFile;
+        let path = match &options.model {
+            Some(p) => p.clone(),
+            None => crate::assets::path(crate::fae::DEFAULT_MODEL)?,
+        };
+        name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let ckpt = CheckpointFile::open(&path)?;
+        let config = ckpt.config.clone();
+        let (phase, run_stage) = match stage {
+            "train_fae" => (Phase::Fae, Stage::Fae),
+            "train_pixel" => (Phase::PixelNoisy, Stage::Pixel),
+            _ => (Phase::PixelDecoded, Stage::Pixel),
+        };
+        defaults.stage = run_stage;
+        let perceptual = if defaults.perceptual > 0.0 && phase != Phase::Fae {
+            Some(source::load(Some(&config.encoder), &ad)?)
+        } else {
+            None
+        };
+        perceptual.as_ref().map(|e| e.info().check_size(size, size)).transpose()?;
+        let g = size / config.patch_size;
+        let features = random([batch, g * g, config.encoder_dim], &ad);
+        let targets = (phase != Phase::Fae).then(|| {
+            Tensor::<4>::random(
+                [batch, 3, size, size],
+                burn::tensor::Distribution::Uniform(0.0, 1.0),
+                &ad,
+            )
+        });
+        let mut model = Some(ckpt.model(&ad)?);
+        let mut ema = Some(ckpt.model(device)?);
+        let mut optim = step::optimizer();
+        let mut k = 0;
+        let f = move || {
+            let context = StepContext {
+                config: &config,
+                options: &defaults,
+                grid: (g, g),
+                perceptual: perceptual.as_deref(),
+            };
+            let mut rng = crate::rng::Rng::derive(defaults.seed, k, 0);
+            let m = model.take().expect("model");
+            let out = context.loss(&m, phase, features.clone(), targets.clone(), &mut rng, None);
+            let _ = out.loss.clone().into_scalar::<f32>();
+            let m = update(m, &mut optim, lr, out.loss);
+            ema = Some(ema_update(ema.take().expect("ema"), &m, decay, k));
+            model = Some(m);
+            k += 1;
+        };
+        (Box::new(f), size)
+    };
+    let (median_ms, min_ms) = time_ms(options.runs, device, &mut run_step)?;
+    drop(run_step);
+    Ok(BenchRow {
+        stage: stage.into(),
+        backend: compute.kind.name().into(),
+        adapter: compute.adapter.clone(),
+        model: name,
+        size,
+        batch,
+        runs: options.runs,
+        median_ms,
+        min_ms,
+        peak_mem_mib: peak_mem(compute),
+        images_per_s: Some(batch as f64 * 1e3 / min_ms),
+        ms_per_step: Some(min_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each training stage runs real steps of the built-in models and reports sane figures
+    /// (small sizes and one image, so the test is quick; speed is measured by the bench itself).
+    #[test]
+    fn training_stages_run_and_report_positive_figures() {
+        if crate::assets::path(crate::fae::DEFAULT_MODEL).is_err() {
+            eprintln!("skipped: no built-in model");
+            return;
+        }
+        for (stage, size) in [
+            ("train_fae", 28),
+            ("train_pixel", 28),
+            ("train_pixel_decoded", 28),
+            ("train_generator", 224),
+        ] {
+            let options = BenchOptions {
+                stage: Some(stage.into()),
+                backend: BackendChoice::Cpu,
+                encoder: None,
+                runs: 1,
+                sizes: vec![],
+                batches: vec![],
+                model: None,
+                generator: None,
+                train_size: size,
+                train_batch: 1,
+            };
+            let mut rows = Vec::new();
+            run(&options, |row| {
+                rows.push((row.stage.clone(), row.images_per_s, row.ms_per_step, row.peak_mem_mib))
+            })
+            .unwrap();
+            assert_eq!(rows.len(), 1, "{stage}: {} rows", rows.len());
+            let (name, ips, ms, mem) = rows.pop().unwrap();
+            assert_eq!(name, stage);
+            for v in [ips.unwrap(), ms.unwrap(), mem.unwrap()] {
+                assert!(v.is_finite() && v > 0.0, "{stage}: {ips:?} {ms:?} {mem:?}");
+            }
+        }
+    }
 }

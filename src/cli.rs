@@ -62,6 +62,13 @@ pub enum Command {
         /// Generator checkpoint for the generator stages (default: the built-in generator).
         #[arg(long)]
         generator: Option<PathBuf>,
+        /// Image size of the training stages (train_fae, train_pixel, train_pixel_decoded,
+        /// train_generator), which run only when named with --stage.
+        #[arg(long, default_value_t = 224)]
+        train_size: usize,
+        /// Batch of the training stages.
+        #[arg(long, default_value_t = 8)]
+        train_batch: usize,
     },
     /// List the compute adapters wgpu can see and what `--backend auto` picks.
     Devices,

@@ -59,6 +59,8 @@ pub fn interaction(compute: &Compute, runs: usize, sizes: &[usize]) -> Result<Ve
                     .memory_pool_usage()
                     .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0)),
             },
+            images_per_s: None,
+            ms_per_step: None,
         });
     }
     Ok(rows)

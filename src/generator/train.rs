@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,10 +22,11 @@ use super::model::{FlowTransformer, init};
 use super::sample::{SampleOptions, generate};
 use super::{FaeRef, GeneratorFile, save};
 use crate::fae::Fae;
+use crate::fae::model::Rope2d;
 use crate::fsutil::write_png;
 use crate::rng::Rng;
 use crate::train::data::FeatureCache;
-use crate::train::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
+use crate::train::shared::{NanGuard, ema_update, progress_bar, update, warmup_cosine};
 
 /// The run's settings; everything but the paths and `steps` is recorded for `--resume`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -197,6 +198,35 @@ fn resumed(
     Ok((options, guard))
 }
 
+/// The generator trainer's optimiser: AdamW with beta 2 0.95, no weight decay, gradients clipped
+/// to norm 1.
+pub fn optimizer() -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_2(0.95)
+        .with_weight_decay(0.0)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init()
+}
+
+/// Velocity regression on the linear interpolant: `x_t = (1 - t) x0 + t eps` at `times` (one per
+/// sample), the squared error of the predicted velocity to `eps - x0`. `x0` and `eps` are
+/// `[B, T, C]` on the autodiff device.
+pub fn flow_loss(
+    model: &FlowTransformer,
+    x0: Tensor<3>,
+    eps: Tensor<3>,
+    times: Vec<f32>,
+    labels: &[usize],
+    rope: &Rope2d,
+) -> Tensor<1> {
+    let b = times.len();
+    let t = Tensor::<1>::from_data(TensorData::new(times, [b]), &x0.device());
+    let tb = t.clone().reshape([b, 1, 1]);
+    let xt = x0.clone() * (-tb.clone() + 1.0) + eps.clone() * tb;
+    let predicted = model.forward(xt, t, labels, rope);
+    (predicted - (eps - x0)).square().mean()
+}
+
 /// Trains on `set`, in `options.out`; `fae`, when given, decodes preview samples.
 pub fn fit(
     options: GeneratorTrainOptions,
@@ -217,11 +247,7 @@ pub fn fit(
         .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
     let latest = options.out.join("latest.safetensors");
     let ad = device.clone().autodiff();
-    let mut optimizer: ModuleOptimizer = AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_weight_decay(0.0)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init();
+    let mut optimizer = optimizer();
     let (options, mut model, mut ema, mut step, mut guard) = if options.resume {
         let ckpt = GeneratorFile::open(&latest)?;
         let (resumed, guard) = resumed(&options, &ckpt)?;
@@ -308,11 +334,7 @@ pub fn fit(
             &ad,
         )
         .reshape([b, t_len, c]);
-        let t = Tensor::<1>::from_data(TensorData::new(times, [b]), &ad);
-        let tb = t.clone().reshape([b, 1, 1]);
-        let xt = x0.clone() * (-tb.clone() + 1.0) + eps.clone() * tb;
-        let predicted = model.forward(xt, t, &labels, &rope);
-        let loss = (predicted - (eps - x0)).square().mean();
+        let loss = flow_loss(&model, x0, eps, times, &labels, &rope);
         let lr = warmup_cosine(options.lr, step, options.steps, options.warmup) * guard.lr_scale;
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if let Some(event) = guard.check(step, loss_value, &bar) {
@@ -320,8 +342,7 @@ pub fn fit(
             step += 1;
             continue;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(lr, model, grads);
+        model = update(model, &mut optimizer, lr, loss);
         ema = ema_update(ema, &model, options.ema_decay, step);
         last_loss = loss_value;
         step += 1;

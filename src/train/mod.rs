@@ -9,5 +9,7 @@ pub mod discriminator;
 pub mod loss;
 pub mod run;
 pub mod shared;
+pub mod step;
+pub mod validate;
 
 pub use run::{Stage, TrainOptions, train};

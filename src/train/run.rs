@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -12,22 +11,20 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use image::{Rgb32FImage, RgbImage};
+use image::Rgb32FImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
-use super::discriminator::{Discriminator, hinge_d, hinge_g};
-use super::loss::{fae_loss, pixel_loss, scalar};
-use super::shared::{NanGuard, ema_update, progress_bar, warmup_cosine};
-use crate::encoders::{VisionEncoder, source};
-use crate::fae::{
-    self, CheckpointFile, Fae, FaeConfig, FaeModel, LatentStats, PixelHead, TrainState,
-};
-use crate::fsutil::write_png;
+use super::discriminator::{Discriminator, hinge_d};
+use super::loss::scalar;
+use super::shared::{NanGuard, ema_update, progress_bar, update, warmup_cosine};
+use super::step::{self, Phase, StepContext, StepLoss};
+use super::validate::{latent_stats, runtime, validate};
+use crate::encoders::source;
+use crate::fae::{self, CheckpointFile, FaeConfig, FaeModel, LatentStats, PixelHead, TrainState};
 use crate::grid::Grid;
 use crate::image_io;
-use crate::metrics;
 use crate::rng::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -39,24 +36,6 @@ pub enum Stage {
     Pixel,
     /// Both, in turn.
     All,
-}
-
-/// What one step trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Fae,
-    PixelNoisy,
-    PixelDecoded,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Fae => "fae",
-            Self::PixelNoisy => "pixel-noisy",
-            Self::PixelDecoded => "pixel-decoded",
-        }
-    }
 }
 
 /// The run's settings; everything but the paths is recorded in the checkpoint for `--resume`.
@@ -327,10 +306,7 @@ pub fn train(
         Some(ckpt) => ckpt.model(device)?,
         None => model.valid(),
     };
-    let mut optimizer: ModuleOptimizer = AdamWConfig::new()
-        .with_weight_decay(0.01)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init();
+    let mut optimizer = step::optimizer();
     if let Some(bytes) = resumed.as_ref().map(|c| c.optimizer_bytes()).transpose()?.flatten() {
         optimizer = optimizer
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
@@ -424,6 +400,12 @@ pub fn train(
     let mut last_loss = f64::NAN;
     let mut validation = None;
     let grid = (options.size / info.patch_size, options.size / info.patch_size);
+    let step_context = StepContext {
+        config: &config,
+        options: &options,
+        grid,
+        perceptual: perceptual_encoder.as_deref(),
+    };
     let save = |step: u64,
                 model: &FaeModel,
                 ema: &FaeModel,
@@ -474,58 +456,18 @@ pub fn train(
                 options.seed ^ 0xd15c,
             ));
         }
-        let mut fake_and_real = None;
-        let (loss, parts) = match phase {
-            Phase::Fae => fae_loss(&model, features, grid, &config, &options, &mut rng),
-            Phase::PixelNoisy | Phase::PixelDecoded => {
-                let targets = images_to_tensor(batch.iter().map(|s| &s.image), &ad);
-                let input = if phase == Phase::PixelNoisy {
-                    let [b, t, d] = features.dims();
-                    let sigmas: Vec<f32> =
-                        (0..b).map(|_| (2.0 * options.noise * rng.uniform()) as f32).collect();
-                    let sigma = Tensor::<1>::from_data(TensorData::new(sigmas, [b]), &ad)
-                        .reshape([b, 1, 1]);
-                    let eps = Tensor::<1>::from_data(
-                        TensorData::new(rng.normals(b * t * d), [b * t * d]),
-                        &ad,
-                    )
-                    .reshape([b, t, d]);
-                    features.clone() + eps * sigma
-                } else {
-                    // The frozen FAE runs outside autodiff: a graph that is never backpropagated
-                    // would otherwise be kept alive, step after step.
-                    let inner = model.valid();
-                    let plain = grids_to_tensor(batch.iter().map(|s| &s.features), device);
-                    let (mean, _) = inner.encoder.forward(plain);
-                    Tensor::from_data(inner.feature_decoder.forward(mean, grid).into_data(), &ad)
-                };
-                let (mut loss, mut parts, image) = pixel_loss(
-                    &model,
-                    input,
-                    features,
-                    targets.clone(),
-                    grid,
-                    perceptual_encoder.as_deref(),
-                    &options,
-                    &mut rng,
-                );
-                if let Some(d) = disc.as_ref().filter(|_| adversarial) {
-                    let g = hinge_g(d.forward(image.clone()));
-                    parts.push(("adv_g", scalar(&g)));
-                    loss = loss + g * options.adversarial;
-                    fake_and_real = Some((image.detach(), targets));
-                }
-                (loss, parts)
-            }
-        };
+        let targets =
+            (phase != Phase::Fae).then(|| images_to_tensor(batch.iter().map(|s| &s.image), &ad));
+        let disc_now = disc.as_ref().filter(|_| adversarial);
+        let StepLoss { loss, parts, fake_and_real } =
+            step_context.loss(&model, phase, features, targets, &mut rng, disc_now);
         let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
         if let Some(event) = guard.check(step, loss_value, &bar) {
             log(event)?;
             step += 1;
             continue;
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(lr, model, grads);
+        model = update(model, &mut optimizer, lr, loss);
         ema = ema_update(ema, &model, options.ema_decay, step);
         let mut parts = parts;
         if let (Some((fake, real)), Some(d)) = (fake_and_real, disc.take()) {
@@ -641,7 +583,10 @@ fn load_batch(
     Ok(batch)
 }
 
-fn grids_to_tensor<'a>(grids: impl Iterator<Item = &'a Grid>, device: &Device) -> Tensor<3> {
+pub(crate) fn grids_to_tensor<'a>(
+    grids: impl Iterator<Item = &'a Grid>,
+    device: &Device,
+) -> Tensor<3> {
     let grids: Vec<&Grid> = grids.collect();
     let (t, d) = (grids[0].tokens(), grids[0].channels);
     let data: Vec<f32> = grids.iter().flat_map(|g| g.data.iter().copied()).collect();
@@ -659,134 +604,6 @@ fn images_to_tensor<'a>(
     let parts: Vec<Tensor<4>> =
         images.map(|img| image_io::to_tensor(img, [0.0; 3], [1.0; 3], device)).collect();
     Tensor::cat(parts, 0)
-}
-
-fn runtime(
-    config: &FaeConfig,
-    ema: &FaeModel,
-    stats: &LatentStats,
-    encoder: Arc<dyn VisionEncoder>,
-    device: &Device,
-) -> Fae {
-    Fae {
-        config: config.clone(),
-        model: ema.clone(),
-        stats: stats.clone(),
-        encoder,
-        device: device.clone(),
-        step: 0,
-    }
-}
-
-/// Per-channel mean and std of the (raw) latent over up to 256 training images.
-fn latent_stats(
-    ema: &FaeModel,
-    source: &FeatureSource,
-    dataset: &mut Dataset,
-    options: &TrainOptions,
-) -> Result<LatentStats> {
-    let entries: Vec<ImageEntry> = dataset.train.iter().take(256).cloned().collect();
-    let c = options.latent_channels.max(1);
-    let mut sum = vec![0f64; 0];
-    let mut sq = vec![0f64; 0];
-    let mut count = 0usize;
-    for chunk in entries.chunks(options.batch.max(1)) {
-        let requests: Vec<(&ImageEntry, u32)> = chunk.iter().map(|e| (e, 0)).collect();
-        let samples: Vec<Sample> =
-            source.samples(&requests).into_iter().filter_map(|r| r.ok()).collect();
-        if samples.is_empty() {
-            continue;
-        }
-        let features = grids_to_tensor(samples.iter().map(|s| &s.features), &source.device);
-        let (mean, _) = ema.encoder.forward(features);
-        let ch = mean.dims()[2];
-        let values: Vec<f32> = mean.into_data().try_into_vec_as::<f32>().expect("f32");
-        if sum.is_empty() {
-            sum = vec![0.0; ch];
-            sq = vec![0.0; ch];
-        }
-        for token in values.chunks_exact(ch) {
-            for (k, &v) in token.iter().enumerate() {
-                sum[k] += v as f64;
-                sq[k] += (v as f64).powi(2);
-            }
-        }
-        count += values.len() / ch;
-    }
-    if count == 0 {
-        return Ok(LatentStats::identity(c));
-    }
-    let mean: Vec<f32> = sum.iter().map(|s| (s / count as f64) as f32).collect();
-    let std = sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, &m)| ((q / count as f64 - (m as f64).powi(2)).max(1e-12).sqrt() as f32).max(1e-6))
-        .collect();
-    Ok(LatentStats { mean, std })
-}
-
-/// Validation on the held-out images (centre crops): PSNR, SSIM, feature and cycle cosine,
-/// and a picture with originals above reconstructions.
-fn validate(
-    fae: &Fae,
-    source: &FeatureSource,
-    dataset: &mut Dataset,
-    options: &TrainOptions,
-    step: u64,
-) -> Result<Validation> {
-    let entries: Vec<ImageEntry> = if dataset.val.is_empty() {
-        dataset.train.iter().take(4).cloned().collect()
-    } else {
-        dataset.val.iter().take(32).cloned().collect()
-    };
-    let mut totals = [0f64; 4];
-    let mut n = 0usize;
-    let mut pairs = Vec::new();
-    for entry in &entries {
-        let Some(Ok(sample)) = source.samples(&[(entry, 0)]).into_iter().next() else { continue };
-        let grid = (sample.features.height, sample.features.width);
-        let features = grids_to_tensor(std::iter::once(&sample.features), &fae.device);
-        let latent = fae.encode_features(features);
-        let (restored, image) = fae.decode_latent(latent, grid);
-        let image = fae::tensor_to_image(image);
-        let restored = fae::to_grid(restored, grid);
-        let cycle = fae.features_of(&image, grid);
-        let (w, h) = image.dimensions();
-        let original = image_io::fit_and_crop(&sample.image, w, h);
-        totals[0] += metrics::psnr(&original, &image).min(100.0);
-        totals[1] += metrics::ssim(&original, &image);
-        totals[2] += metrics::mean_token_cosine(&sample.features, &restored);
-        totals[3] += metrics::mean_token_cosine(&sample.features, &cycle);
-        n += 1;
-        if pairs.len() < 8 {
-            pairs.push((image_io::to_rgb8(&original), image_io::to_rgb8(&image)));
-        }
-    }
-    if n == 0 {
-        bail!("no validation image could be read");
-    }
-    if !pairs.is_empty() {
-        write_png(&options.out.join(format!("val-{step:06}.png")), &pairs_picture(&pairs))?;
-    }
-    let k = n as f64;
-    Ok(Validation {
-        psnr: totals[0] / k,
-        ssim: totals[1] / k,
-        feature_cosine: totals[2] / k,
-        cycle_cosine: totals[3] / k,
-        images: n,
-    })
-}
-
-/// Originals in the top row, reconstructions below.
-pub fn pairs_picture(pairs: &[(RgbImage, RgbImage)]) -> RgbImage {
-    let (w, h) = pairs[0].0.dimensions();
-    let mut out = RgbImage::new(w * pairs.len() as u32, h * 2);
-    for (i, (a, b)) in pairs.iter().enumerate() {
-        image::imageops::replace(&mut out, a, (i as u32 * w) as i64, 0);
-        image::imageops::replace(&mut out, b, (i as u32 * w) as i64, h as i64);
-    }
-    out
 }
 
 #[cfg(test)]

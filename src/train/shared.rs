@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use crate::param_paths::{self, PathMapper, PathVisitor};
@@ -37,6 +38,12 @@ impl NanGuard {
             serde_json::json!({"step": step, "event": "non_finite_loss", "lr_scale": self.lr_scale}),
         )
     }
+}
+
+/// Backpropagates `loss` and takes one optimiser step of `model` at learning rate `lr`.
+pub fn update<M: Module>(model: M, optimizer: &mut ModuleOptimizer, lr: f64, loss: Tensor<1>) -> M {
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    optimizer.step(lr, model, grads)
 }
 
 /// Linear warm-up over `warmup` steps (at most a tenth of the run), then cosine decay to a tenth.
