@@ -10,6 +10,7 @@
 pub mod canvas;
 pub mod edit;
 mod editing;
+pub mod fallback;
 pub mod generate;
 pub mod generated;
 pub mod gpu;

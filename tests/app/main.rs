@@ -10,6 +10,7 @@ mod adapters;
 #[path = "../common/mod.rs"]
 mod common;
 mod editing;
+mod fallback;
 mod files;
 mod generate;
 mod maps;
