@@ -528,7 +528,7 @@ fn devices_and_bench() {
 fn a_packaged_binary_finds_the_assets_beside_itself() {
     let dir = tempfile::tempdir().unwrap();
     let (package, elsewhere) = (dir.path().join("fae-studio-pkg"), dir.path().join("elsewhere"));
-    std::fs::create_dir_all(package.join("assets")).unwrap();
+    std::fs::create_dir_all(&package).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
     let source = PathBuf::from(env!("CARGO_BIN_EXE_fae-studio"));
     let binary = package.join(source.file_name().unwrap());
@@ -549,6 +549,7 @@ fn a_packaged_binary_finds_the_assets_beside_itself() {
     };
     // Nothing beside it yet: the source tree's assets (the real DINOv2-S).
     assert!(features(&binary).contains("4x4 tokens of 384 dims"));
+    std::fs::create_dir_all(package.join("assets")).unwrap();
     std::fs::copy(
         fixture("dinov2_tiny.safetensors"),
         package.join("assets/dinov2-small.safetensors"),
