@@ -33,6 +33,13 @@ for target in "${targets[@]}"; do
     trap 'rm -rf "$stage"' EXIT
     mkdir "$stage/$name"
     cp "$bin" LICENSE-MIT LICENSE-APACHE "$stage/$name/"
+    # Symbols are of no use to a user (a third of the binary); the target's own strip if present.
+    case $target in
+    "$HOST") strip_tool=strip ;;
+    x86_64-pc-windows-gnu) strip_tool=x86_64-w64-mingw32-strip ;;
+    *) strip_tool=${target%%-unknown-*}-linux-gnu-strip ;;
+    esac
+    command -v "$strip_tool" >/dev/null && "$strip_tool" "$stage/$name/$exe"
     cp -r assets "$stage/$name/assets"
     cat >"$stage/$name/README.txt" <<EOF
 FAE Studio $VERSION for $target
