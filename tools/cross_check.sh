@@ -7,7 +7,9 @@
 #
 #   tools/cross_check.sh            (as root on Debian: installs what is missing)
 #
-# Environment: CROSS_TARGET_DIR (default target/cross: both targets' builds, kept between runs),
+# Environment: CROSS_TARGET_DIR (default target/cross: both targets' builds, kept between runs;
+# WIN_TARGET_DIR and ARM_TARGET_DIR override it per target), SKIP_BUILD=1 (use the binaries that
+# are there),
 # CROSS_OUT (default target/cross-check: run folders, logs, table.md), SKIP_APP=1 (no window
 # runs), SKIP_ARM_TESTS=1, APP_TIMEOUT (seconds per window run, default 900).
 #
@@ -18,6 +20,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CROSS_DIR=${CROSS_TARGET_DIR:-target/cross}
+WIN_DIR=${WIN_TARGET_DIR:-$CROSS_DIR}
+ARM_DIR=${ARM_TARGET_DIR:-$CROSS_DIR}
 OUT=${CROSS_OUT:-target/cross-check}
 APP_TIMEOUT=${APP_TIMEOUT:-900}
 WIN=x86_64-pc-windows-gnu
@@ -51,6 +55,11 @@ declare -A BUILD_S BUILD_RC
 build() { # name, cargo arguments...
     local name=$1 start
     shift
+    if [ -n "${SKIP_BUILD:-}" ]; then
+        BUILD_RC[$name]="skipped"
+        BUILD_S[$name]="-"
+        return
+    fi
     start=$(date +%s)
     log "building $name"
     nice -n 5 cargo build --release --locked "$@" >"$OUT/build-$name.log" 2>&1
@@ -59,8 +68,8 @@ build() { # name, cargo arguments...
     log "$name: rc ${BUILD_RC[$name]} in ${BUILD_S[$name]} s"
 }
 build native
-CARGO_TARGET_DIR=$CROSS_DIR build windows --target "$WIN"
-CARGO_TARGET_DIR=$CROSS_DIR build aarch64 --target "$ARM"
+CARGO_TARGET_DIR=$WIN_DIR build windows --target "$WIN"
+CARGO_TARGET_DIR=$ARM_DIR build aarch64 --target "$ARM"
 
 # Wine 8's bcryptprimitives.dll lacks ProcessPrng, which Rust's standard library calls for random
 # bytes: a stub beside the exe provides it through RtlGenRandom (advapi32's SystemFunction036).
@@ -91,11 +100,11 @@ install_bin() { # platform, binary
     ln -s "$ROOT/assets" "$dir/assets"
 }
 install_bin native target/release/fae-studio && RUN[native]="$OUT/native/bin/fae-studio"
-if install_bin windows "$CROSS_DIR/$WIN/release/fae-studio.exe"; then
+if install_bin windows "$WIN_DIR/$WIN/release/fae-studio.exe"; then
     cp "$OUT/stub/bcryptprimitives.dll" "$OUT/windows/bin/" 2>/dev/null
     RUN[windows]="$WINE $OUT/windows/bin/fae-studio.exe"
 fi
-install_bin aarch64 "$CROSS_DIR/$ARM/release/fae-studio" &&
+install_bin aarch64 "$ARM_DIR/$ARM/release/fae-studio" &&
     RUN[aarch64]="qemu-aarch64 -L /usr/aarch64-linux-gnu $OUT/aarch64/bin/fae-studio"
 export WINEPREFIX="$OUT/wineprefix" WINEDEBUG=-all WINEDLLOVERRIDES="bcryptprimitives=n,b"
 if [ -n "${RUN[windows]:-}" ] && [ ! -f "$WINEPREFIX/system.reg" ]; then
@@ -157,7 +166,7 @@ ARM_TESTS="skipped"
 if [ -z "${SKIP_ARM_TESTS:-}" ]; then
     log "cpu_fast tests on aarch64 under qemu-user"
     start=$(date +%s)
-    CARGO_TARGET_DIR=$CROSS_DIR nice -n 5 cargo test --release --locked --target "$ARM" --lib \
+    CARGO_TARGET_DIR=$ARM_DIR nice -n 5 cargo test --release --locked --target "$ARM" --lib \
         cpu_fast >"$OUT/arm-tests.log" 2>&1
     rc=$?
     ARM_TESTS="$(grep -E '^test result' "$OUT/arm-tests.log" | tail -1 | cut -d. -f1-2) (rc $rc, $(($(date +%s) - start)) s)"
