@@ -157,7 +157,7 @@ compare() { # platform, command -> one cell
     case $c in
     features) python3 tools/compare_outputs.py tokens "$OUT/native/features.safetensors" "$OUT/$p/features.safetensors" ;;
     reconstruct | edit) python3 tools/compare_outputs.py image "$OUT/native/$c.png" "$OUT/$p/$c.png" ;;
-    bench) echo "ran: median $(sed -n 's/.*"median_ms":\([0-9.]*\).*/\1/p' "$OUT/$p/bench.out" | head -1) ms" ;;
+    bench) echo "ran: median $(sed -n 's/.*"median_ms":\([0-9.]*\).*/\1/p' "$OUT/$p/bench.out" | head -1 | xargs printf '%.0f') ms" ;;
     esac
 }
 
@@ -176,6 +176,7 @@ fi
 
 # --- the Windows app under Wine and a virtual display -----------------------------------------
 declare -A APP
+APP_RAN=
 if [ -z "${SKIP_APP:-}" ] && [ -n "${RUN[windows]:-}" ]; then
     for b in default dx12 vulkan gl; do
         dir="$OUT/windows/app-$b"
@@ -196,6 +197,7 @@ if [ -z "${SKIP_APP:-}" ] && [ -n "${RUN[windows]:-}" ]; then
             APP[$b]="does not open (rc $rc): $(grep -v '^$' "$dir/err.log" | tail -1 | cut -c1-200)"
         fi
         log "  ${APP[$b]}"
+        APP_RAN=1
     done
 fi
 
@@ -209,14 +211,19 @@ fi
         windows) t=$WIN; under="Wine $($WINE --version 2>/dev/null | sed 's/^wine-//')" ;;
         aarch64) t=$ARM; under="qemu-aarch64 $(qemu-aarch64 --version | head -1 | awk '{print $3}')" ;;
         esac
-        built="rc ${BUILD_RC[$p]}, ${BUILD_S[$p]} s"
+        if [ "${BUILD_RC[$p]}" = skipped ]; then
+            built=$([ -n "${RUN[$p]:-}" ] && echo "prebuilt" || echo "not built")
+        else
+            built="rc ${BUILD_RC[$p]}, ${BUILD_S[$p]} s"
+        fi
         row="| $t | $built | $under"
         for c in "${COMMANDS[@]}"; do
             if [ "$p" = native ]; then
                 cell=$([ "${RC[native.$c]:-1}" = 0 ] && echo "reference (${SECS[native.$c]} s)" || echo "FAILED")
                 [ "$c" = bench ] && cell="$(compare native bench)"
             else
-                cell="$(compare "$p" "$c") (${SECS[$p.$c]:-?} s)"
+                cell="$(compare "$p" "$c")"
+                [ -n "${SECS[$p.$c]:-}" ] && cell="$cell (${SECS[$p.$c]} s)"
             fi
             row="$row | $cell"
         done
@@ -224,7 +231,7 @@ fi
     done
     echo
     echo "aarch64 cpu_fast tests under qemu-user: $ARM_TESTS"
-    if ((${#APP[@]})); then
+    if [ -n "$APP_RAN" ]; then
         echo
         echo "| Windows app under Wine + Xvfb, WGPU_BACKEND | result |"
         echo "|---|---|"
