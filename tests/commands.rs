@@ -528,3 +528,41 @@ fn devices_and_bench() {
         assert!(row["peak_mem_mib"].as_f64().is_none_or(|m| m > 0.0), "{row}");
     }
 }
+
+/// A packaged binary (tools/package.sh: the binary with assets/ beside it) run from another
+/// folder finds its own assets/: here the packaged "built-in encoder" is the tiny fixture, so its
+/// 48-dimensional tokens show which folder was read. Without assets/ beside it, the source tree's.
+#[test]
+fn a_packaged_binary_finds_the_assets_beside_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (package, elsewhere) = (dir.path().join("fae-studio-pkg"), dir.path().join("elsewhere"));
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let source = PathBuf::from(env!("CARGO_BIN_EXE_fae-studio"));
+    let binary = package.join(source.file_name().unwrap());
+    std::fs::copy(&source, &binary).unwrap();
+    let features = |binary: &Path| {
+        let out = std::process::Command::new(binary)
+            .args(["--backend", "cpu", "features", "--size", "56", "--out", "t.safetensors"])
+            .arg("--image")
+            .arg(asset("samples/chelsea.png"))
+            .current_dir(&elsewhere)
+            .env_remove("FAE_STUDIO_ASSETS")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(elsewhere.join("t.safetensors").is_file());
+        err
+    };
+    // Nothing beside it yet: the source tree's assets (the real DINOv2-S).
+    assert!(features(&binary).contains("4x4 tokens of 384 dims"));
+    std::fs::create_dir_all(package.join("assets")).unwrap();
+    std::fs::copy(
+        fixture("dinov2_tiny.safetensors"),
+        package.join("assets/dinov2-small.safetensors"),
+    )
+    .unwrap();
+    let err = features(&binary);
+    assert!(err.contains("4x4 tokens of 48 dims from dinov2-small"), "{err}");
+}

@@ -185,6 +185,7 @@ impl AppState {
             .session_path
             .as_ref()
             .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+            .or_else(super::state::app_dir)
             .unwrap_or_else(|| std::env::temp_dir().join("fae-studio"))
             .join("generated");
         let name = generated::unique_name(&folder, r.seed);

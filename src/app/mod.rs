@@ -13,6 +13,7 @@ pub mod composite;
 pub mod edit;
 mod edit_panel;
 mod editing;
+pub mod fallback;
 mod fullres;
 pub mod generate;
 pub mod generated;

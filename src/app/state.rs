@@ -351,6 +351,13 @@ impl Default for Settings {
     }
 }
 
+/// The app's own folder in the OS's data folder, through `dirs`: `$XDG_DATA_HOME/fae-studio`
+/// (`~/.local/share/fae-studio`) on Linux, `~/Library/Application Support/fae-studio` on macOS,
+/// `%APPDATA%\fae-studio` on Windows. `None` where the OS has none.
+pub fn app_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("fae-studio"))
+}
+
 /// What is saved between runs (and after every change, so a crash loses nothing).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -377,9 +384,10 @@ impl Default for Session {
 }
 
 impl Session {
-    /// The default session file, in the platform's config folder.
+    /// The default session file (the open images, their edits and every setting), in the app's
+    /// folder ([`app_dir`]).
     pub fn default_path() -> Option<PathBuf> {
-        eframe::storage_dir("fae-studio").map(|d| d.join("session.json"))
+        app_dir().map(|d| d.join("session.json"))
     }
 
     /// Reads a session file; `Ok(None)` when there is none yet.

@@ -158,9 +158,7 @@ impl TrainPanel {
             (_, true, Some(o)) => o.clone(),
             (Some(o), _, _) => o.clone(),
             (None, _, _) => {
-                let base = eframe::storage_dir("fae-studio")
-                    .unwrap_or_else(std::env::temp_dir)
-                    .join("runs");
+                let base = super::state::app_dir().unwrap_or_else(std::env::temp_dir).join("runs");
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());

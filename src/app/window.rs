@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use super::state::ThemeChoice;
 use super::{
-    AppOptions, AppState, MODEL_ENV, ToolsTab, canvas, edit_panel, generate, gpu, history,
-    inspector, library, models, screenshot, status, train,
+    AppOptions, AppState, MODEL_ENV, ToolsTab, canvas, edit_panel, fallback, generate, gpu,
+    history, inspector, library, models, screenshot, status, train,
 };
 use crate::backend::BackendChoice;
 
@@ -21,22 +21,67 @@ pub fn run(backend: BackendChoice, screenshot: Option<PathBuf>) -> Result<()> {
             .with_app_id("fae-studio")
             .with_inner_size([1400.0, 860.0])
             .with_drag_and_drop(true),
+        // eframe's own state (window placement) beside the session, not in eframe's folder.
+        persistence_path: super::state::app_dir().map(|d| d.join("app.ron")),
         ..Default::default()
     };
-    // With a GPU for the model, the window renders on burn's own wgpu device, so both share it.
+    // With a GPU for the model, the window renders on burn's own wgpu device, so both share it
+    // (when that device builds the window's pipelines).
     let shared = match backend {
         BackendChoice::Wgpu => true,
         BackendChoice::Auto => crate::backend::has_gpu(),
         BackendChoice::Cpu => false,
     };
+    let mut on_shared = false;
     if shared && let Ok(setup) = crate::backend::wgpu_setup() {
-        native.wgpu_options.wgpu_setup =
-            eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
-                instance: setup.instance,
-                adapter: setup.adapter,
-                device: setup.device,
-                queue: setup.queue,
-            });
+        let probe = fallback::check_device(
+            setup.instance.clone(),
+            setup.adapter.clone(),
+            setup.device.clone(),
+            setup.queue.clone(),
+            None,
+        );
+        match probe {
+            fallback::Probe::Works { .. } => {
+                on_shared = true;
+                native.wgpu_options.wgpu_setup =
+                    eframe::egui_wgpu::WgpuSetup::Existing(eframe::egui_wgpu::WgpuSetupExisting {
+                        instance: setup.instance,
+                        adapter: setup.adapter,
+                        device: setup.device,
+                        queue: setup.queue,
+                    });
+            }
+            fallback::Probe::Fails(why) => {
+                eprintln!("the model's wgpu device cannot draw the window ({why}); probing others")
+            }
+        }
+    }
+    // Otherwise each backend is probed before the window opens (one event loop per process: a
+    // window that fails cannot be retried on another backend).
+    let mut note = None;
+    if !on_shared {
+        let order = fallback::order(
+            egui::os::OperatingSystem::from_target_os(),
+            eframe::wgpu::Backends::from_env(),
+        );
+        let choice = fallback::choose(&order, fallback::probe);
+        note = choice.note();
+        match choice.backend {
+            Some(b) => {
+                native.wgpu_options.wgpu_setup =
+                    eframe::egui_wgpu::WgpuSetup::CreateNew(fallback::setup_for(b.into()))
+            }
+            None => {
+                let all =
+                    order.iter().fold(eframe::wgpu::Backends::empty(), |a, b| a | (*b).into());
+                native.wgpu_options.wgpu_setup =
+                    eframe::egui_wgpu::WgpuSetup::CreateNew(fallback::setup_for(all))
+            }
+        }
+        if let Some(note) = &note {
+            eprintln!("window: {note}");
+        }
     }
     let options = AppOptions {
         backend: (backend != BackendChoice::Auto).then_some(backend),
@@ -46,19 +91,25 @@ pub fn run(backend: BackendChoice, screenshot: Option<PathBuf>) -> Result<()> {
     let outcome = screenshot::Outcome::default();
     let shot_requested = screenshot.is_some();
     let shot = screenshot.map(|path| screenshot::Screenshot::new(path, outcome.clone()));
+    let note_for_app = note.clone();
     eframe::run_native(
         "FAE Studio",
         native,
         Box::new(move |cc| {
             let mut app = FaeApp::new(cc, options);
             app.screenshot = shot;
+            if let Some(note) = note_for_app {
+                app.state.renderer = format!("{}, {note}", app.state.renderer);
+            }
             Ok(Box::new(app))
         }),
     )
     .map_err(|e| {
+        let tried = note.map_or(String::new(), |n| format!("; {n}"));
         anyhow::anyhow!(
-            "cannot open the window: {e} (the window needs a Vulkan, Metal, DirectX 12 or OpenGL \
-             driver; WGPU_BACKEND=vulkan|gl|dx12 picks one; the command line works without any)"
+            "cannot open the window: {e}{tried} (the window needs a Vulkan, Metal, DirectX 12 or \
+             OpenGL driver; WGPU_BACKEND=vulkan|gl|dx12 names the one to try first; the command \
+             line works without any)"
         )
     })?;
     match outcome.lock().unwrap_or_else(|e| e.into_inner()).take() {

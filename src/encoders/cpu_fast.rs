@@ -6,8 +6,9 @@
 //!
 //! The binary targets baseline x86-64, so the element-wise loops are also compiled for AVX2 + FMA
 //! and AVX-512 (through pulp, gemm's own dispatcher) and the best the CPU has is chosen at run
-//! time ([`Isa`]). On other architectures the portable loops are what the compiler vectorises for
-//! the target's baseline (NEON on aarch64).
+//! time ([`Isa`]). On aarch64 NEON is the baseline: the loops are compiled for it through pulp's
+//! `Neon` (detected at run time like the x86 sets); on other architectures the portable loops are
+//! what the compiler vectorises for the target's baseline.
 
 use std::sync::OnceLock;
 
@@ -32,6 +33,9 @@ pub enum Isa {
     /// x86-64-v4: AVX-512.
     #[cfg(target_arch = "x86_64")]
     Avx512,
+    /// aarch64's NEON (Advanced SIMD), through pulp.
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Isa {
@@ -47,6 +51,10 @@ impl Isa {
             if pulp::x86::V4::try_new().is_some() {
                 all.push(Isa::Avx512);
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if pulp::aarch64::Neon::try_new().is_some() {
+            all.push(Isa::Neon);
         }
         all
     }
@@ -76,6 +84,12 @@ impl Isa {
                 }
                 Isa::Portable => {}
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if self == Isa::Neon
+            && let Some(simd) = pulp::aarch64::Neon::try_new()
+        {
+            return simd.vectorize(f);
         }
         f()
     }
@@ -447,6 +461,10 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             assert!(isas.contains(&Isa::Avx2), "AVX2 + FMA present but not offered");
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            assert!(isas.contains(&Isa::Neon), "NEON present but not offered");
         }
         // An odd length, so every vector loop also runs its remainder.
         let inputs: Vec<f32> = (0..40_003).map(|i| (i as f32 - 20_000.0) * 5e-4).collect();

@@ -158,15 +158,18 @@ fn a_new_user_starts_without_a_renderer_and_fine_tunes_with_the_defaults() {
 }
 
 /// A virtual X display for the real window.
-struct Xvfb {
+pub(crate) struct Xvfb {
     child: Child,
-    display: String,
+    pub(crate) display: String,
 }
 
 impl Xvfb {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         // A display number of our own, so parallel tests and other programs do not collide.
-        let n = 50 + std::process::id() % 400;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = 50
+            + (std::process::id() % 400) * 4
+            + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
         let display = format!(":{n}");
         let child = Command::new("Xvfb")
             .args([&display, "-screen", "0", "1400x900x24", "-nolisten", "tcp"])
@@ -193,7 +196,7 @@ impl Drop for Xvfb {
 
 /// Runs `fae-studio --screenshot` in a fresh home under `display`; returns its summary line
 /// and the screenshot.
-fn real_window(display: &str, env: &[(&str, &str)]) -> (String, image::RgbaImage) {
+pub(crate) fn real_window(display: &str, env: &[(&str, &str)]) -> (String, image::RgbaImage) {
     let home = tempfile::tempdir().unwrap();
     let shot = home.path().join("window.png");
     let run = home.path().join("run");

@@ -11,6 +11,7 @@ mod adapters;
 mod common;
 mod composite;
 mod editing;
+mod fallback;
 mod files;
 mod generate;
 mod maps;
