@@ -422,6 +422,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // burn materialises a resumed optimizer's state on its default device before moving it to
+    // each parameter's; that default is otherwise a wgpu adapter, which a CPU run does not need
+    // and a machine without one cannot give. `BURN_DEVICE` set by the user still wins.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: the first statement of `main`, before any other thread exists.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
     // Library code should not panic on bad input; if something still does, say so in one line
     // that names the command and where it stopped, and asks for a report.
     std::panic::set_hook(Box::new(|info| {
