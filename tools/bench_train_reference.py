@@ -292,21 +292,7 @@ def load_weights(model, tensors, prefix):
 
 
 def dinov2(torch):
-    from safetensors import safe_open
-    from transformers import Dinov2Config, Dinov2Model
-    import transformers
-    import tempfile
-    from safetensors.torch import save_file
-
-    transformers.logging.set_verbosity_error()
-    path = _common.ASSETS / "dinov2-small.safetensors"
-    with safe_open(str(path), "pt") as f:
-        config = Dinov2Config(**json.loads(f.metadata()["config"]))
-        sd = {k: f.get_tensor(k).float() for k in f.keys()}
-    with tempfile.TemporaryDirectory() as tmp:
-        config.save_pretrained(tmp)
-        save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        net = Dinov2Model.from_pretrained(tmp, dtype=torch.float32).eval()
+    net = _common.dinov2_transformers()
     for p in net.parameters():
         p.requires_grad_(False)
     return net
