@@ -31,6 +31,12 @@ pub struct Figures {
     pub blockiness_originals: f64,
     /// Mean gradient magnitude of the reconstructions over that of the inputs (1 = as detailed).
     pub high_frequency_ratio: f64,
+    /// References for the PSNR, from the inputs alone: each input painted in its own mean colour
+    /// (what a decoder that knew one colour per image would score) ...
+    pub psnr_flat_image: f64,
+    /// ... and each of its patches painted in the patch's mean colour (the best a decoder that
+    /// paints every token flat could score).
+    pub psnr_flat_patches: f64,
 }
 
 /// The whole evaluation: figures over every image and per sub-folder.
@@ -51,12 +57,12 @@ pub struct Report {
 #[derive(Default)]
 struct Totals {
     n: usize,
-    sums: [f64; 6],
+    sums: [f64; 8],
     gradients: [f64; 2],
 }
 
 impl Totals {
-    fn add(&mut self, values: [f64; 6], gradients: [f64; 2]) {
+    fn add(&mut self, values: [f64; 8], gradients: [f64; 2]) {
         self.n += 1;
         self.sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
         self.gradients.iter_mut().zip(gradients).for_each(|(s, v)| *s += v);
@@ -73,6 +79,8 @@ impl Totals {
             blockiness: mean(4),
             blockiness_originals: mean(5),
             high_frequency_ratio: self.gradients[0] / self.gradients[1].max(1e-12),
+            psnr_flat_image: mean(6),
+            psnr_flat_patches: mean(7),
         }
     }
 }
@@ -128,6 +136,8 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -
             r.feature_cosine,
             metrics::blockiness(image, patch),
             metrics::blockiness(&original, patch),
+            metrics::psnr(&metrics::flat_patches(&original, usize::MAX), &original).min(100.0),
+            metrics::psnr(&metrics::flat_patches(&original, patch), &original).min(100.0),
         ];
         let gradients = [metrics::gradient_energy(image), metrics::gradient_energy(&original)];
         all.add(values, gradients);

@@ -378,6 +378,10 @@ fn run(cli: Cli) -> Result<()> {
                     "blockiness {:.3} (originals {:.3}), high-frequency ratio {:.3}",
                     a.blockiness, a.blockiness_originals, a.high_frequency_ratio
                 );
+                println!(
+                    "PSNR references: the inputs painted flat per image {:.2} dB, per patch {:.2} dB",
+                    a.psnr_flat_image, a.psnr_flat_patches
+                );
                 eprintln!("{} images at {size} px, {:.2} images/s", a.images, report.images_per_s);
             }
         }

@@ -1,5 +1,6 @@
 //! Image and feature quality measures: PSNR, SSIM, token cosine similarity, patch-grid
-//! blockiness and gradient (high-frequency) energy.
+//! blockiness, gradient (high-frequency) energy, and flat reference pictures that put a PSNR in
+//! context.
 
 use image::Rgb32FImage;
 
@@ -115,6 +116,25 @@ pub fn blockiness(img: &Rgb32FImage, patch: usize) -> f64 {
     }
 }
 
+/// `img` with every `patch`-pixel square (and every edge remainder) painted in its own mean
+/// colour: the best PSNR a decoder that paints each token flat can reach. With `patch` at least
+/// the image's size, the whole image in its mean colour: what knowing one colour per image gives.
+pub fn flat_patches(img: &Rgb32FImage, patch: usize) -> Rgb32FImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let patch = patch.max(1);
+    let (cols, rows) = (w.div_ceil(patch), h.div_ceil(patch));
+    let mut sums = vec![[0f64; 4]; cols * rows];
+    for (x, y, p) in img.enumerate_pixels() {
+        let s = &mut sums[(y as usize / patch) * cols + x as usize / patch];
+        (0..3).for_each(|c| s[c] += p.0[c] as f64);
+        s[3] += 1.0;
+    }
+    Rgb32FImage::from_fn(w as u32, h as u32, |x, y| {
+        let s = sums[(y as usize / patch) * cols + x as usize / patch];
+        image::Rgb([0, 1, 2].map(|c| (s[c] / s[3]) as f32))
+    })
+}
+
 /// Mean gradient magnitude of the luminance (forward differences): how much fine detail an
 /// image holds. A blurred reconstruction has less than its original.
 pub fn gradient_energy(img: &Rgb32FImage) -> f64 {
@@ -165,6 +185,27 @@ mod tests {
             let v = ((x * 31 + y * 17 + seed * 7) % 23) as f32 / 22.0;
             image::Rgb([v, 1.0 - v, 0.5])
         })
+    }
+
+    #[test]
+    fn flat_patches_keep_flat_squares_and_the_mean() {
+        // Painted flat per 4-px square already: the patch reference is the image itself.
+        let flat = Rgb32FImage::from_fn(12, 8, |x, y| {
+            image::Rgb([(x / 4) as f32 / 3.0, (y / 4) as f32, 0.25])
+        });
+        assert_eq!(flat_patches(&flat, 4), flat);
+        let img = noise_image(3);
+        let whole = flat_patches(&img, 1000);
+        let mean = |i: &Rgb32FImage| i.as_raw().iter().map(|&v| v as f64).sum::<f64>();
+        assert!((mean(&whole) - mean(&img)).abs() < 1e-3);
+        assert!(whole.pixels().all(|p| p == whole.get_pixel(0, 0)));
+        // Finer squares are never further from the image than coarser ones.
+        let (p1, p4, pall) = (
+            psnr(&flat_patches(&img, 1), &img),
+            psnr(&flat_patches(&img, 4), &img),
+            psnr(&whole, &img),
+        );
+        assert!(p1.is_infinite() && p4 > pall, "{p4} {pall}");
     }
 
     #[test]
