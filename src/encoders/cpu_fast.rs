@@ -1,8 +1,8 @@
 //! The frozen encoders' steps between matrix products, on the CPU backend: GELU, layer norm and
 //! attention, split across rayon's threads. burn-flex runs GELU and layer norm on one thread (GELU
 //! through libm's scalar `erff`, a fifth of DINOv2-S's time at 224 px) and copies the heads
-//! apart for attention. Other backends, and tensors that track gradients, keep burn's own
-//! operations.
+//! apart for attention. Under autodiff GELU and attention run as `cpu_grad`'s fused operations;
+//! other backends keep burn's own operations.
 //!
 //! The binary targets baseline x86-64, so the element-wise loops are also compiled for AVX2 + FMA
 //! and AVX-512 (through pulp, gemm's own dispatcher) and the best the CPU has is chosen at run
@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::weights::TensorReader;
 
 /// Elements per rayon task: large enough to amortise scheduling.
-const CHUNK: usize = 16 * 1024;
+pub(super) const CHUNK: usize = 16 * 1024;
 
 /// An instruction set the element-wise loops are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Isa {
     /// Runs `f` compiled for this instruction set (`f` and what it inlines are vectorised with
     /// its registers); the portable code where the CPU lacks it.
     #[inline(always)]
-    fn run<R>(self, f: impl FnOnce() -> R) -> R {
+    pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
@@ -116,6 +116,9 @@ fn map_in_place<const D: usize>(x: Tensor<D>, f: impl FnOnce(&mut [f32])) -> Ten
 
 /// `0.5 x (1 + erf(x / sqrt 2))`, as PyTorch's `nn.GELU()`.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if let Some(y) = super::cpu_grad::gelu(x.clone()) {
+        return y;
+    }
     if !on_plain_cpu(&x) {
         return burn::tensor::activation::gelu(x);
     }
@@ -123,7 +126,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     map_in_place(x, |values| values.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c)))
 }
 
-fn gelu_slice(isa: Isa, values: &mut [f32]) {
+pub(super) fn gelu_slice(isa: Isa, values: &mut [f32]) {
     isa.run(|| values.iter_mut().for_each(|v| *v = gelu_scalar(*v)))
 }
 
@@ -135,6 +138,9 @@ fn gelu_slice(isa: Isa, values: &mut [f32]) {
 pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     let [b, t, d3] = qkv.dims();
     let (d, head_dim) = (d3 / 3, d3 / 3 / heads);
+    if let Some(context) = super::cpu_grad::attention_packed(qkv.clone(), heads) {
+        return context;
+    }
     if !on_plain_cpu(&qkv) {
         let qkv = qkv.reshape([b, t, 3, heads, head_dim]).permute([2, 0, 3, 1, 4]);
         let part = |i| qkv.clone().narrow(0, i, 1).reshape([b, heads, t, head_dim]);
@@ -174,14 +180,14 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
 }
 
 /// A matrix read in place: element (i, j) at `ptr + i row + j col`.
-struct Strided {
-    ptr: *const f32,
-    row: isize,
-    col: isize,
+pub(super) struct Strided {
+    pub ptr: *const f32,
+    pub row: isize,
+    pub col: isize,
 }
 
 impl Strided {
-    fn rows(ptr: *const f32, row: isize) -> Self {
+    pub fn rows(ptr: *const f32, row: isize) -> Self {
         Self { ptr, row, col: 1 }
     }
 }
@@ -190,7 +196,7 @@ impl Strided {
 ///
 /// # Safety
 /// Every element the strides reach must be readable (lhs, rhs) or writable (dst).
-unsafe fn product(
+pub(super) unsafe fn product(
     dst: *mut f32,
     dst_row: isize,
     lhs: Strided,
@@ -224,20 +230,20 @@ unsafe fn product(
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub *mut f32);
 // SAFETY: used only for disjoint writes from rayon tasks while the buffer outlives them.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// A method rather than a field access, so closures capture the whole (Send) wrapper.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
 
 /// Softmax of each `t`-long row of `scores`.
-fn softmax_rows(isa: Isa, scores: &mut [f32], t: usize) {
+pub(super) fn softmax_rows(isa: Isa, scores: &mut [f32], t: usize) {
     isa.run(|| scores.chunks_exact_mut(t).for_each(softmax_in_place))
 }
 

@@ -5,6 +5,7 @@
 //! any register tokens kept apart.
 
 pub mod cpu_fast;
+pub mod cpu_grad;
 pub mod dinov2;
 pub mod hub;
 mod interpolate;

@@ -6,11 +6,12 @@ use burn::nn::{
     LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d, RmsNorm, RmsNormConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use super::config::{FaeConfig, PixelHead};
+use crate::encoders::cpu_grad;
 use crate::param_paths::{self, PathMapper};
 
 /// 2-D rotary position tables for a token grid: half of each head's dimensions rotate with the
@@ -62,6 +63,12 @@ impl Rope2d {
     }
 }
 
+/// GELU: under autodiff on the CPU the fused operation with its own backward pass, elsewhere
+/// burn's.
+fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    cpu_grad::gelu(x.clone()).unwrap_or_else(|| burn::tensor::activation::gelu(x))
+}
+
 /// Multi-head self-attention whose inner width may differ from the model width.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -99,8 +106,13 @@ impl Attention {
             q = rope.apply(q);
             k = rope.apply(k);
         }
-        let context = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        self.out.forward(context.swap_dims(1, 2).reshape([b, t, inner]))
+        let context = match cpu_grad::attention_split(q.clone(), k.clone(), v.clone()) {
+            Some(context) => context,
+            None => attention(q, k, v, None, None, AttentionModuleOptions::default())
+                .swap_dims(1, 2)
+                .reshape([b, t, inner]),
+        };
+        self.out.forward(context)
     }
 }
 

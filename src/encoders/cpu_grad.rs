@@ -1,0 +1,416 @@
+//! The CPU fast paths under autodiff (training): GELU and attention as single graph nodes with
+//! their own backward passes, on burn-flex's tensors. burn's autodiff otherwise runs GELU and its
+//! gradient through libm's scalar `erff` and `expf`, and attention as a graph of generic
+//! operations (products on copied heads; softmax's max, exp, sum and division, each a node that
+//! keeps its own tensors for the backward pass).
+//!
+//! Each function returns `None` where the tensor is not an f32 tensor of burn's CPU backend
+//! under autodiff (without gradient checkpointing); callers then keep burn's operations.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::DType;
+use rayon::prelude::*;
+
+use super::cpu_fast::{CHUNK, Isa, SendPtr, Strided, erf, exp, gelu_slice, product, softmax_rows};
+
+type Ad = Autodiff<Flex, NoCheckpointing>;
+type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
+
+/// The autodiff primitive of `x` when the fused operations apply to it.
+fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
+    if x.dtype() != DType::F32 || !x.device().is_autodiff() {
+        return None;
+    }
+    x.clone().try_into_primitive::<Ad>().ok()
+}
+
+/// A tensor's values in row-major order, copied only when its layout is not contiguous.
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// Registers `output` as the result of `backward` on `inputs`, keeping `state` for the
+/// backward pass when any input needs a gradient.
+fn record<B: Backward<Flex, N>, const N: usize>(
+    backward: B,
+    inputs: [&AdTensor; N],
+    state: impl FnOnce() -> B::State,
+    output: FlexTensor,
+) -> AdTensor {
+    match backward.prepare::<NoCheckpointing>(inputs.map(|x| x.node())).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state(), output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    }
+}
+
+/// `0.5 x (1 + erf(x / sqrt 2))` with its exact derivative `Phi(x) + x phi(x)` in the backward
+/// pass, both through the vectorised erf and exp of `cpu_fast`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Option<Tensor<D>> {
+    gelu_on(Isa::best(), x)
+}
+
+fn gelu_on<const D: usize>(isa: Isa, x: Tensor<D>) -> Option<Tensor<D>> {
+    let ad = tracked(&x)?;
+    let input = contiguous(ad.primitive());
+    let mut out = values(&input).to_vec();
+    out.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c));
+    let out = flex(out, input.layout().shape().clone());
+    let result = record(GeluBackward(isa), [&ad], || input, out);
+    Some(Tensor::from_primitive::<Ad>(result))
+}
+
+#[derive(Debug)]
+struct GeluBackward(Isa);
+
+impl Backward<Flex, 1> for GeluBackward {
+    /// The input, contiguous.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [Some(parent)] = ops.parents else { return };
+        let mut data = grad.into_data();
+        let g = data.as_mut_slice::<f32>().expect("f32 gradient");
+        g.par_chunks_mut(CHUNK)
+            .zip(values(&ops.state).par_chunks(CHUNK))
+            .for_each(|(g, x)| gelu_grad_slice(self.0, x, g));
+        grads.register::<Flex>(parent.id, FlexTensor::from_data(data));
+    }
+}
+
+/// `g *= d gelu(x) / dx`.
+fn gelu_grad_slice(isa: Isa, x: &[f32], g: &mut [f32]) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    isa.run(|| {
+        for (g, &x) in g.iter_mut().zip(x) {
+            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            *g *= cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI;
+        }
+    })
+}
+
+/// Where the heads of one operand lie in its buffer: head `h` of image `i` starts at
+/// `start + i image + h head`, its token rows `row` apart.
+#[derive(Clone, Copy, Debug)]
+struct Heads {
+    start: usize,
+    image: usize,
+    head: usize,
+    row: usize,
+}
+
+impl Heads {
+    /// `[B, H, T, hd]`, contiguous.
+    fn split([_, h, t, hd]: [usize; 4]) -> Self {
+        Self { start: 0, image: h * t * hd, head: t * hd, row: hd }
+    }
+
+    /// Part `part` (0 queries, 1 keys, 2 values) of a fused projection `[B, T, 3 H hd]`.
+    fn packed([_, h, t, hd]: [usize; 4], part: usize) -> Self {
+        let d = h * hd;
+        Self { start: part * d, image: t * 3 * d, head: hd, row: 3 * d }
+    }
+
+    /// The merged context `[B, T, H hd]`.
+    fn merged([_, h, t, hd]: [usize; 4]) -> Self {
+        Self { start: 0, image: t * h * hd, head: hd, row: h * hd }
+    }
+
+    fn at(self, task: usize, heads: usize) -> usize {
+        self.start + task / heads * self.image + task % heads * self.head
+    }
+}
+
+/// Queries, keys and values: each a buffer and where its heads lie in it.
+type Qkv<'a> = [(&'a [f32], Heads); 3];
+
+/// Softmax attention of every (image, head), as PyTorch's `scaled_dot_product_attention`
+/// without mask: the merged context `[B, T, H hd]` and the probabilities `[B H, T, T]` that the
+/// backward pass reuses.
+fn attention_forward(isa: Isa, qkv: Qkv, dims: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let [b, heads, t, hd] = dims;
+    let [(q, ql), (k, kl), (v, vl)] = qkv;
+    let out_layout = Heads::merged(dims);
+    let mut out = vec![0.0f32; b * t * heads * hd];
+    let mut probs = vec![0.0f32; b * heads * t * t];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let scale = 1.0 / (hd as f32).sqrt();
+    probs.par_chunks_mut(t * t).enumerate().for_each(|(task, p)| {
+        let queries = Strided::rows(q[ql.at(task, heads)..].as_ptr(), ql.row as isize);
+        let keys_t =
+            Strided { ptr: k[kl.at(task, heads)..].as_ptr(), row: 1, col: kl.row as isize };
+        let values = Strided::rows(v[vl.at(task, heads)..].as_ptr(), vl.row as isize);
+        // SAFETY: each operand's slice runs to the end of its buffer, past every element its
+        // strides reach, and each task writes its own head's columns of the output.
+        unsafe {
+            product(p.as_mut_ptr(), t as isize, queries, keys_t, [t, t, hd], scale);
+            softmax_rows(isa, p, t);
+            let probs = Strided::rows(p.as_ptr(), t as isize);
+            let context = out_ptr.at(out_layout.at(task, heads));
+            product(context, out_layout.row as isize, probs, values, [t, hd, t], 1.0);
+        }
+    });
+    (out, probs)
+}
+
+/// The gradients of queries, keys and values, written where `grad_layouts` put them (in one
+/// buffer or three), from the context's gradient `[B, T, H hd]`:
+/// `dV = P^T dO`, `dP = dO V^T`, `dS = P (dP - rowsum(dP P))`, `dQ = s dS K`, `dK = s dS^T Q`.
+fn attention_backward(
+    isa: Isa,
+    qkv: Qkv,
+    probs: &[f32],
+    grad_out: &[f32],
+    dims: [usize; 4],
+    grads: [(SendPtr, Heads); 3],
+) {
+    let [_, heads, t, hd] = dims;
+    let [(q, ql), (k, kl), (v, vl)] = qkv;
+    let gl = Heads::merged(dims);
+    let [(dq, dql), (dk, dkl), (dv, dvl)] = grads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (t_row, rows) =
+        (t as isize, |ptr: *const f32, l: Heads| Strided::rows(ptr, l.row as isize));
+    probs.par_chunks(t * t).enumerate().for_each_init(
+        || vec![0.0f32; t * t],
+        |ds, (task, p)| {
+            let grad = grad_out[gl.at(task, heads)..].as_ptr();
+            let (qh, kh) = (q[ql.at(task, heads)..].as_ptr(), k[kl.at(task, heads)..].as_ptr());
+            let vh = v[vl.at(task, heads)..].as_ptr();
+            let transposed = |ptr: *const f32| Strided { ptr, row: 1, col: t_row };
+            // SAFETY: as in the forward pass; each task writes its own head's rows and columns
+            // of the gradients, which do not overlap.
+            unsafe {
+                let dv_h = dv.at(dvl.at(task, heads));
+                product(
+                    dv_h,
+                    dvl.row as isize,
+                    transposed(p.as_ptr()),
+                    rows(grad, gl),
+                    [t, hd, t],
+                    1.0,
+                );
+                let v_t = Strided { ptr: vh, row: 1, col: vl.row as isize };
+                product(ds.as_mut_ptr(), t_row, rows(grad, gl), v_t, [t, t, hd], 1.0);
+                softmax_grad_rows(isa, p, ds, t);
+                let dq_h = dq.at(dql.at(task, heads));
+                product(
+                    dq_h,
+                    dql.row as isize,
+                    Strided::rows(ds.as_ptr(), t_row),
+                    rows(kh, kl),
+                    [t, hd, t],
+                    scale,
+                );
+                let dk_h = dk.at(dkl.at(task, heads));
+                product(
+                    dk_h,
+                    dkl.row as isize,
+                    transposed(ds.as_ptr()),
+                    rows(qh, ql),
+                    [t, hd, t],
+                    scale,
+                );
+            }
+        },
+    );
+}
+
+/// `ds = p (ds - sum_j ds_j p_j)` on each `t`-long row: softmax's backward pass.
+fn softmax_grad_rows(isa: Isa, probs: &[f32], ds: &mut [f32], t: usize) {
+    isa.run(|| {
+        for (p, d) in probs.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
+            let dot: f32 = p.iter().zip(d.iter()).map(|(p, d)| p * d).sum();
+            d.iter_mut().zip(p).for_each(|(d, p)| *d = p * (*d - dot));
+        }
+    })
+}
+
+/// Multi-head attention straight from a fused projection `[B, T, 3 H hd]` to the merged
+/// context `[B, T, H hd]` (see [`super::cpu_fast::fused_attention`]), one graph node whose
+/// backward pass writes the projection's gradient in the same layout.
+pub fn attention_packed(qkv: Tensor<3>, heads: usize) -> Option<Tensor<3>> {
+    attention_packed_on(Isa::best(), qkv, heads)
+}
+
+fn attention_packed_on(isa: Isa, qkv: Tensor<3>, heads: usize) -> Option<Tensor<3>> {
+    let ad = tracked(&qkv)?;
+    let [b, t, d3] = qkv.dims();
+    let dims = [b, heads, t, d3 / 3 / heads];
+    let input = contiguous(ad.primitive());
+    let x = values(&input);
+    let parts = [0, 1, 2].map(|i| (x, Heads::packed(dims, i)));
+    let (out, probs) = attention_forward(isa, parts, dims);
+    let out = flex(out, [b, t, d3 / 3]);
+    let state = || (input.clone(), probs, dims);
+    let result = record(PackedAttention(isa), [&ad], state, out);
+    Some(Tensor::from_primitive::<Ad>(result))
+}
+
+#[derive(Debug)]
+struct PackedAttention(Isa);
+
+impl Backward<Flex, 1> for PackedAttention {
+    /// The projection (contiguous), the probabilities and `[B, H, T, hd]`.
+    type State = (FlexTensor, Vec<f32>, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [Some(parent)] = ops.parents else { return };
+        let (input, probs, dims) = ops.state;
+        let x = values(&input);
+        let mut dx = vec![0.0f32; x.len()];
+        let ptr = SendPtr(dx.as_mut_ptr());
+        let parts = [0, 1, 2].map(|i| (x, Heads::packed(dims, i)));
+        let targets = [0, 1, 2].map(|i| (ptr, Heads::packed(dims, i)));
+        attention_backward(self.0, parts, &probs, values(&grad), dims, targets);
+        grads.register::<Flex>(parent.id, flex(dx, input.layout().shape().clone()));
+    }
+}
+
+/// Multi-head attention of split heads `[B, H, T, hd]` (queries, keys, values) to the merged
+/// context `[B, T, H hd]`, one graph node.
+pub fn attention_split(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tensor<3>> {
+    attention_split_on(Isa::best(), q, k, v)
+}
+
+fn attention_split_on(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Option<Tensor<3>> {
+    let dims = q.dims();
+    if k.dims() != dims || v.dims() != dims {
+        return None;
+    }
+    let ads = [tracked(&q)?, tracked(&k)?, tracked(&v)?];
+    let inputs = ads.each_ref().map(|a| contiguous(a.primitive()));
+    let [b, h, t, hd] = dims;
+    let parts = inputs.each_ref().map(|x| (values(x), Heads::split(dims)));
+    let (out, probs) = attention_forward(isa, parts, dims);
+    let state = || (inputs.clone(), probs, dims);
+    let result = record(SplitAttention(isa), ads.each_ref(), state, flex(out, [b, t, h * hd]));
+    Some(Tensor::from_primitive::<Ad>(result))
+}
+
+#[derive(Debug)]
+struct SplitAttention(Isa);
+
+impl Backward<Flex, 3> for SplitAttention {
+    /// Queries, keys and values (contiguous), the probabilities and `[B, H, T, hd]`.
+    type State = ([FlexTensor; 3], Vec<f32>, [usize; 4]);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let (inputs, probs, dims) = ops.state;
+        let mut outputs = [0, 1, 2].map(|_| vec![0.0f32; dims.iter().product()]);
+        let targets = outputs.each_mut().map(|o| (SendPtr(o.as_mut_ptr()), Heads::split(dims)));
+        let parts = inputs.each_ref().map(|x| (values(x), Heads::split(dims)));
+        attention_backward(self.0, parts, &probs, values(&grad), dims, targets);
+        for (parent, out) in ops.parents.into_iter().zip(outputs) {
+            if let Some(parent) = parent {
+                grads.register::<Flex>(parent.id, flex(out, dims));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp<const D: usize>(shape: [usize; D], seed: usize, spread: f32) -> Tensor<D> {
+        let n = shape.iter().product();
+        let v: Vec<f32> =
+            (0..n).map(|i| (((i + seed) * 7919 % 1013) as f32 / 1013.0 - 0.5) * spread).collect();
+        Tensor::<1>::from_data(TensorData::new(v, [n]), &Device::flex().autodiff()).reshape(shape)
+    }
+
+    fn max_difference<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let a = a.inner().into_data().try_to_vec::<f32>().unwrap();
+        let b = b.inner().into_data().try_to_vec::<f32>().unwrap();
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    /// The output and the input's gradient (through a weighted sum, so every output element has
+    /// its own incoming gradient) of `f` at `x`.
+    fn value_and_grad<const D: usize, const E: usize>(
+        x: Tensor<D>,
+        f: impl Fn(Tensor<D>) -> Tensor<E>,
+    ) -> (Tensor<E>, Tensor<D>) {
+        let x = x.require_grad();
+        let y = f(x.clone());
+        let weights = ramp(y.dims(), 3, 2.0);
+        let grads = (y.clone() * weights).sum().backward();
+        let g = x.grad(&grads).expect("a gradient");
+        (y, Tensor::from_inner(g))
+    }
+
+    /// GELU and its gradient against burn-flex's (libm's erf and exp) over [-10, 10], on every
+    /// instruction set this CPU has.
+    #[test]
+    fn gelu_and_its_gradient_match_burn() {
+        let x = ramp([200, 201], 0, 20.0);
+        let (want, want_grad) = value_and_grad(x.clone(), burn::tensor::activation::gelu);
+        for isa in Isa::available() {
+            let (y, g) = value_and_grad(x.clone(), |x| gelu_on(isa, x).expect("the fused path"));
+            let (dy, dg) = (max_difference(y, want.clone()), max_difference(g, want_grad.clone()));
+            assert!(dy < 2e-6 && dg < 4e-6, "{isa:?}: gelu {dy}, gradient {dg}");
+        }
+    }
+
+    /// burn's attention on the split heads, merged.
+    fn reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<3> {
+        let [b, h, t, hd] = q.dims();
+        let options = burn::tensor::ops::AttentionModuleOptions::default();
+        let context = burn::tensor::module::attention(q, k, v, None, None, options);
+        context.swap_dims(1, 2).reshape([b, t, h * hd])
+    }
+
+    fn split(qkv: Tensor<3>, heads: usize, i: usize) -> Tensor<4> {
+        let [b, t, d3] = qkv.dims();
+        let hd = d3 / 3 / heads;
+        let parts = qkv.reshape([b, t, 3, heads, hd]).permute([2, 0, 3, 1, 4]);
+        parts.narrow(0, i, 1).reshape([b, heads, t, hd])
+    }
+
+    /// Both layouts' outputs and gradients against burn's attention, two images, uneven sizes.
+    #[test]
+    fn attention_and_its_gradients_match_burn() {
+        let (b, t, heads, hd) = (2, 37, 3, 8);
+        let qkv = ramp([b, t, 3 * heads * hd], 0, 3.0);
+        let (want, want_grad) = value_and_grad(qkv.clone(), |x| {
+            reference(split(x.clone(), heads, 0), split(x.clone(), heads, 1), split(x, heads, 2))
+        });
+        for isa in Isa::available() {
+            let packed = |x| attention_packed_on(isa, x, heads).expect("the fused path");
+            let (y, g) = value_and_grad(qkv.clone(), packed);
+            let (dy, dg) = (max_difference(y, want.clone()), max_difference(g, want_grad.clone()));
+            assert!(dy < 1e-5 && dg < 1e-5, "{isa:?} packed: context {dy}, gradient {dg}");
+            // The split heads as separate tensors (non-contiguous views of the projection).
+            let split = |x: Tensor<3>| {
+                let p = |i| split(x.clone(), heads, i);
+                attention_split_on(isa, p(0), p(1), p(2)).expect("the fused path")
+            };
+            let (y, g) = value_and_grad(qkv.clone(), split);
+            let (dy, dg) = (max_difference(y, want.clone()), max_difference(g, want_grad.clone()));
+            assert!(dy < 1e-5 && dg < 1e-5, "{isa:?} split: context {dy}, gradient {dg}");
+        }
+    }
+
+    #[test]
+    fn plain_tensors_keep_burns_operations() {
+        let x = Tensor::<2>::zeros([2, 3], &Device::flex());
+        assert!(gelu(x).is_none());
+    }
+}
