@@ -1,8 +1,8 @@
-//! The CPU fast paths under autodiff (training): GELU and attention as single graph nodes with
-//! their own backward passes, on burn-flex's tensors. burn's autodiff otherwise runs GELU and its
-//! gradient through libm's scalar `erff` and `expf`, and attention as a graph of generic
-//! operations (products on copied heads; softmax's max, exp, sum and division, each a node that
-//! keeps its own tensors for the backward pass).
+//! The CPU fast paths under autodiff (training): GELU, SwiGLU's gate and attention as single
+//! graph nodes with their own backward passes, on burn-flex's tensors. burn's autodiff otherwise
+//! runs GELU and its gradient through libm's scalar `erff` and `expf`, SwiGLU on copies of its
+//! halves, and attention as a graph of generic operations (products on copied heads; softmax's
+//! max, exp, sum and division, each a node that keeps its own tensors for the backward pass).
 //!
 //! Each function returns `None` where the tensor is not an f32 tensor of burn's CPU backend
 //! under autodiff (without gradient checkpointing); callers then keep burn's operations.
@@ -99,6 +99,83 @@ fn gelu_grad_slice(isa: Isa, x: &[f32], g: &mut [f32]) {
         for (g, &x) in g.iter_mut().zip(x) {
             let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
             *g *= cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI;
+        }
+    })
+}
+
+/// SwiGLU's gate: `silu(a) b` of the two halves `[a, b]` of the last dimension, with the
+/// gradient written back into the same layout (no copies of the halves).
+pub fn swiglu<const D: usize>(h: Tensor<D>) -> Option<Tensor<D>> {
+    swiglu_on(Isa::best(), h)
+}
+
+fn swiglu_on<const D: usize>(isa: Isa, h: Tensor<D>) -> Option<Tensor<D>> {
+    let ad = tracked(&h)?;
+    let mut dims = h.dims();
+    let width = dims[D - 1];
+    dims[D - 1] = width / 2;
+    let input = contiguous(ad.primitive());
+    let mut out = vec![0.0f32; values(&input).len() / 2];
+    let rows = (CHUNK / width).max(1);
+    out.par_chunks_mut(rows * width / 2)
+        .zip(values(&input).par_chunks(rows * width))
+        .for_each(|(out, h)| swiglu_rows(isa, h, out, width));
+    let result = record(SwiGluBackward(isa), [&ad], || input, flex(out, dims));
+    Some(Tensor::from_primitive::<Ad>(result))
+}
+
+#[derive(Debug)]
+struct SwiGluBackward(Isa);
+
+impl Backward<Flex, 1> for SwiGluBackward {
+    /// The input, contiguous.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let [Some(parent)] = ops.parents else { return };
+        let h = values(&ops.state);
+        let width = ops.state.layout().shape()[ops.state.layout().shape().num_dims() - 1];
+        let mut dh = vec![0.0f32; h.len()];
+        let rows = (CHUNK / width).max(1);
+        dh.par_chunks_mut(rows * width)
+            .zip(h.par_chunks(rows * width).zip(values(&grad).par_chunks(rows * width / 2)))
+            .for_each(|(dh, (h, g))| swiglu_grad_rows(self.0, h, g, dh, width));
+        grads.register::<Flex>(parent.id, flex(dh, ops.state.layout().shape().clone()));
+    }
+}
+
+/// The logistic sigmoid through `exp` on its x <= 0 domain, for either sign of `x`.
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    if x >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) }
+}
+
+/// Each `width / 2`-long row of `out` is `silu(a) b` of the `width`-long row `[a, b]` of `h`.
+fn swiglu_rows(isa: Isa, h: &[f32], out: &mut [f32], width: usize) {
+    isa.run(|| {
+        for (h, out) in h.chunks_exact(width).zip(out.chunks_exact_mut(width / 2)) {
+            let (a, b) = h.split_at(width / 2);
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = a * sigmoid(a) * b;
+            }
+        }
+    })
+}
+
+/// The gradient `dh = [g b s (1 + a (1 - s)), g silu(a)]` (with `s = sigmoid(a)`) of each row.
+fn swiglu_grad_rows(isa: Isa, h: &[f32], g: &[f32], dh: &mut [f32], width: usize) {
+    isa.run(|| {
+        let rows = h.chunks_exact(width).zip(g.chunks_exact(width / 2));
+        for ((h, g), dh) in rows.zip(dh.chunks_exact_mut(width)) {
+            let (a, b) = h.split_at(width / 2);
+            let (da, db) = dh.split_at_mut(width / 2);
+            for i in 0..width / 2 {
+                let s = sigmoid(a[i]);
+                da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
+                db[i] = g[i] * a[i] * s;
+            }
         }
     })
 }
@@ -405,6 +482,22 @@ mod tests {
             let (y, g) = value_and_grad(qkv.clone(), split);
             let (dy, dg) = (max_difference(y, want.clone()), max_difference(g, want_grad.clone()));
             assert!(dy < 1e-5 && dg < 1e-5, "{isa:?} split: context {dy}, gradient {dg}");
+        }
+    }
+
+    /// SwiGLU's gate and its gradient against burn's `silu(a) * b` on the narrowed halves.
+    #[test]
+    fn swiglu_and_its_gradient_match_burn() {
+        let h = ramp([3, 50, 2 * 24], 0, 24.0);
+        let (want, want_grad) = value_and_grad(h.clone(), |h| {
+            let half = h.dims()[2] / 2;
+            let gate = h.clone().narrow(2, 0, half);
+            burn::tensor::activation::silu(gate) * h.narrow(2, half, half)
+        });
+        for isa in Isa::available() {
+            let (y, g) = value_and_grad(h.clone(), |h| swiglu_on(isa, h).expect("the fused path"));
+            let (dy, dg) = (max_difference(y, want.clone()), max_difference(g, want_grad.clone()));
+            assert!(dy < 1e-5 && dg < 1e-5, "{isa:?}: swiglu {dy}, gradient {dg}");
         }
     }
 

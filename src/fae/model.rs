@@ -139,10 +139,11 @@ impl SwiGlu {
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.gate_up.forward(x);
-        let half = h.dims()[2] / 2;
-        let gate = h.clone().narrow(2, 0, half);
-        let up = h.narrow(2, half, half);
-        self.down.forward(silu(gate) * up)
+        let hidden = cpu_grad::swiglu(h.clone()).unwrap_or_else(|| {
+            let half = h.dims()[2] / 2;
+            silu(h.clone().narrow(2, 0, half)) * h.narrow(2, half, half)
+        });
+        self.down.forward(hidden)
     }
 }
 
