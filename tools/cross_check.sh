@@ -161,13 +161,13 @@ compare() { # platform, command -> one cell
     esac
 }
 
-# --- the CPU fast paths' tests on aarch64 -------------------------------------------------------
+# --- the library's tests on aarch64 (the CPU fast paths among them) -------------------------------------------------------
 ARM_TESTS="skipped"
 if [ -z "${SKIP_ARM_TESTS:-}" ]; then
-    log "cpu_fast tests on aarch64 under qemu-user"
+    log "the library's tests on aarch64 under qemu-user"
     start=$(date +%s)
     CARGO_TARGET_DIR=$ARM_DIR nice -n 5 cargo test --release --locked --target "$ARM" --lib \
-        cpu_fast >"$OUT/arm-tests.log" 2>&1
+        -- --nocapture >"$OUT/arm-tests.log" 2>&1
     rc=$?
     ARM_TESTS="$(grep -E '^test result' "$OUT/arm-tests.log" | tail -1 | cut -d. -f1-2) (rc $rc, $(($(date +%s) - start)) s)"
     isa=$(grep -o 'instruction sets on this CPU: .*' "$OUT/arm-tests.log" | head -1)
