@@ -180,7 +180,7 @@ impl History {
 mod tests {
     use super::*;
     use crate::edit::mask::Mask;
-    use crate::edit::ops::tests::{grid, source};
+    use crate::edit::ops::fixtures::{grid, source};
 
     fn bits(g: &Grid) -> Vec<u32> {
         g.data.iter().map(|v| v.to_bits()).collect()

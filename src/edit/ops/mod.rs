@@ -11,48 +11,27 @@
 //! - Everything is deterministic, across runs and platforms: noise comes from ChaCha8 and the
 //!   transcendental functions from `libm`.
 
-use anyhow::{Context, Result, bail, ensure};
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+mod checks;
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod interpolate;
+mod latent_source;
+mod noise;
+mod token_mix;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use checks::{check_channels, check_grid, same_shape};
+pub use interpolate::{InterpMode, lerp, slerp};
+pub use latent_source::{Harmonise, LatentSource};
+use latent_source::{load, mean_of};
+pub use noise::gaussian_noise;
+use token_mix::{add_delta, mix_tokens, token, weights};
 
 use crate::edit::filter::{Kernel, blur};
 use crate::edit::mask::Mask;
 use crate::grid::Grid;
-
-/// Resolves the images and folders that edits refer to into latents; implemented by the caller
-/// (encode on demand, read a cache, or a map in tests).
-pub trait LatentSource {
-    /// The latent of the image at `path`.
-    fn latent(&self, path: &str) -> Result<Grid>;
-    /// The latents of every image in `folder`, in a stable order.
-    fn latents_in(&self, folder: &str) -> Result<Vec<Grid>>;
-    /// SDEdit through a generator: noise `latent` to time `strength` and integrate back in
-    /// `steps` steps, with noise from `seed`, optionally towards `class`.
-    fn harmonise(&self, _latent: &Grid, _h: &Harmonise) -> Result<Grid> {
-        bail!("harmonise needs a generator (pass --generator, or load one in the app)")
-    }
-}
-
-/// The settings of a [`Edit::Harmonise`], handed to [`LatentSource::harmonise`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Harmonise {
-    pub strength: f32,
-    pub steps: usize,
-    pub seed: u64,
-    pub class: Option<String>,
-}
-
-/// How `interpolate` moves between two latents.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InterpMode {
-    /// Straight line: `a + (b - a) * t`.
-    #[default]
-    Lerp,
-    /// Great-circle arc over the whole flattened latent (see [`slerp`]).
-    Slerp,
-}
 
 /// One step of a recipe. JSON: an object whose `op` names the variant in snake_case, e.g.
 /// `{"op": "scale_channels", "channels": [3, 7], "factor": 1.5}`.
@@ -210,69 +189,6 @@ impl Edit {
         }
     }
 
-    /// Checks the parameters that do not depend on the latent (channel ranges are checked by
-    /// [`Edit::apply`], which knows the channel count).
-    pub fn validate(&self) -> Result<()> {
-        if let Some(mask) = self.mask() {
-            mask.validate()?;
-        }
-        match self {
-            Edit::Transplant { source, strength, .. } | Edit::Blend { source, strength, .. } => {
-                nonempty("source", source)?;
-                finite("strength", *strength)?;
-            }
-            Edit::ScaleChannels { channels, factor, .. } => {
-                channel_list(channels)?;
-                finite("factor", *factor)?;
-            }
-            Edit::OffsetChannels { channels, offset, .. } => {
-                channel_list(channels)?;
-                finite("offset", *offset)?;
-            }
-            Edit::ZeroChannels { channels, .. } => channel_list(channels)?,
-            Edit::Noise { sigma, .. } => {
-                ensure!(sigma.is_finite() && *sigma >= 0.0, "sigma must be >= 0, got {sigma}");
-            }
-            Edit::Smooth { radius, sigma, .. } => match (radius, sigma) {
-                (Some(r), None) => ensure!(*r >= 1, "radius must be at least 1 token"),
-                (None, Some(s)) => {
-                    ensure!(s.is_finite() && *s > 0.0, "sigma must be > 0 tokens, got {s}")
-                }
-                _ => bail!("give exactly one of `radius` (box blur) and `sigma` (Gaussian)"),
-            },
-            Edit::Interpolate { source, t, .. } => {
-                nonempty("source", source)?;
-                finite("t", *t)?;
-            }
-            Edit::Arithmetic { add, subtract, strength } => {
-                ensure!(
-                    !(add.is_empty() && subtract.is_empty()),
-                    "give at least one image in `add` or `subtract`"
-                );
-                for p in add.iter().chain(subtract) {
-                    nonempty("image path", p)?;
-                }
-                finite("strength", *strength)?;
-            }
-            Edit::Harmonise { strength, steps, class, .. } => {
-                ensure!(
-                    strength.is_finite() && *strength > 0.0 && *strength <= 1.0,
-                    "strength must be in (0, 1], got {strength}"
-                );
-                ensure!((1..=1000).contains(steps), "steps must be 1 to 1000, got {steps}");
-                if let Some(class) = class {
-                    nonempty("class", class)?;
-                }
-            }
-            Edit::Direction { positive, negative, strength, .. } => {
-                nonempty("positive", positive)?;
-                nonempty("negative", negative)?;
-                finite("strength", *strength)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Applies the edit to `latent` and returns the result; `latent` is not modified.
     pub fn apply(&self, latent: &Grid, ctx: &dyn LatentSource) -> Result<Grid> {
         check_grid(latent).context("the edited latent")?;
@@ -375,277 +291,10 @@ impl Edit {
     }
 }
 
-/// Linear interpolation of two latents of equal shape; `t = 0` returns `a` and `t = 1` returns
-/// `b`, bit for bit. Other `t` (including outside `[0, 1]`) give `a + (b - a) * t`.
-pub fn lerp(a: &Grid, b: &Grid, t: f32) -> Result<Grid> {
-    same_shape(a, b)?;
-    ensure!(t.is_finite(), "t must be a finite number, got {t}");
-    let mut out = a.clone();
-    out.data.iter_mut().zip(&b.data).for_each(|(o, &v)| *o = mix(*o, v, t));
-    Ok(out)
-}
-
-/// Spherical interpolation over the whole flattened latent (Shoemake's formula, unnormalised
-/// vectors): `sin((1 - t) w) / sin w * a + sin(t w) / sin w * b` with `w` the angle between
-/// them. With `|a| = |b|` the norm is kept along the arc. Falls back to [`lerp`] when either
-/// vector is zero or they are nearly parallel (or opposite), where the arc is ill-defined.
-/// `t = 0` returns `a` and `t = 1` returns `b`, bit for bit.
-pub fn slerp(a: &Grid, b: &Grid, t: f32) -> Result<Grid> {
-    same_shape(a, b)?;
-    ensure!(t.is_finite(), "t must be a finite number, got {t}");
-    if t == 0.0 {
-        return Ok(a.clone());
-    }
-    if t == 1.0 {
-        return Ok(b.clone());
-    }
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.data.iter().zip(&b.data) {
-        let (x, y) = (x as f64, y as f64);
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    let (na, nb) = (na.sqrt(), nb.sqrt());
-    if na == 0.0 || nb == 0.0 {
-        return lerp(a, b, t);
-    }
-    let omega = libm::acos((dot / (na * nb)).clamp(-1.0, 1.0));
-    let so = libm::sin(omega);
-    if so < 1e-6 {
-        return lerp(a, b, t);
-    }
-    let t = t as f64;
-    let wa = libm::sin((1.0 - t) * omega) / so;
-    let wb = libm::sin(t * omega) / so;
-    let mut out = a.clone();
-    out.data
-        .iter_mut()
-        .zip(&b.data)
-        .for_each(|(o, &y)| *o = (wa * *o as f64 + wb * y as f64) as f32);
-    Ok(out)
-}
-
-/// `len` samples of N(0, 1) from `seed`: ChaCha8 (seeded through `seed_from_u64`) feeding the
-/// Box-Muller transform, with `libm` for the logarithm and trigonometry so the values are the
-/// same, bit for bit, on every platform.
-pub fn gaussian_noise(seed: u64, len: usize) -> Vec<f32> {
-    const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(len + 1);
-    while out.len() < len {
-        let u1 = ((rng.next_u64() >> 11) + 1) as f64 * SCALE; // (0, 1]: keeps ln finite
-        let u2 = (rng.next_u64() >> 11) as f64 * SCALE; // [0, 1)
-        let r = (-2.0 * libm::log(u1)).sqrt();
-        let theta = 2.0 * std::f64::consts::PI * u2;
-        out.push((r * libm::cos(theta)) as f32);
-        out.push((r * libm::sin(theta)) as f32);
-    }
-    out.truncate(len);
-    out
-}
-
-/// `a + (b - a) * w` with the ends exact: `w = 0` gives `a` and `w = 1` gives `b`.
-fn mix(a: f32, b: f32, w: f32) -> f32 {
-    if w == 0.0 {
-        a
-    } else if w == 1.0 {
-        b
-    } else {
-        a + (b - a) * w
-    }
-}
-
-/// Copies `latent`, then for each token with a non-zero weight lets `edit` change a scratch
-/// copy of it and mixes the result in by the weight. Values `edit` leaves as they were (same
-/// bits) are not touched, so tokens and channels outside the edit stay bit-identical.
-fn mix_tokens(latent: &Grid, weights: &[f32], mut edit: impl FnMut(usize, &mut [f32])) -> Grid {
-    let c = latent.channels;
-    let mut out = latent.clone();
-    let mut scratch = vec![0.0f32; c];
-    for (i, &w) in weights.iter().enumerate() {
-        if w == 0.0 {
-            continue;
-        }
-        let tok = &mut out.data[i * c..(i + 1) * c];
-        scratch.copy_from_slice(tok);
-        edit(i, &mut scratch);
-        for (o, &e) in tok.iter_mut().zip(&scratch) {
-            if o.to_bits() != e.to_bits() {
-                *o = mix(*o, e, w);
-            }
-        }
-    }
-    out
-}
-
-/// Adds `strength * delta` in f64; values whose step is exactly 0 are left as they are.
-fn add_delta(tok: &mut [f32], delta: &[f64], strength: f32) {
-    for (t, &d) in tok.iter_mut().zip(delta) {
-        let step = strength as f64 * d;
-        if step != 0.0 {
-            *t = (*t as f64 + step) as f32;
-        }
-    }
-}
-
-fn token(g: &Grid, i: usize) -> &[f32] {
-    &g.data[i * g.channels..(i + 1) * g.channels]
-}
-
-fn weights(mask: &Option<Mask>, latent: &Grid) -> Result<Vec<f32>> {
-    match mask {
-        Some(m) => m.rasterise(latent.height, latent.width),
-        None => Ok(vec![1.0; latent.tokens()]),
-    }
-}
-
-fn shape(g: &Grid) -> String {
-    format!("{}x{}x{}", g.height, g.width, g.channels)
-}
-
-fn check_grid(g: &Grid) -> Result<()> {
-    ensure!(
-        g.data.len() == g.height * g.width * g.channels,
-        "grid of {} holds {} values",
-        shape(g),
-        g.data.len()
-    );
-    Ok(())
-}
-
-fn same_shape(a: &Grid, b: &Grid) -> Result<()> {
-    check_grid(a)?;
-    check_grid(b)?;
-    ensure!(a.same_shape(b), "latent shapes differ: {} and {}", shape(a), shape(b));
-    Ok(())
-}
-
-/// The latent of `path`, checked against the edited latent's shape; errors start with
-/// "source `path`".
-fn load(ctx: &dyn LatentSource, path: &str, like: &Grid) -> Result<Grid> {
-    let get = || -> Result<Grid> {
-        let g = ctx.latent(path)?;
-        check_grid(&g)?;
-        ensure!(
-            g.same_shape(like),
-            "its latent is {} but the edited latent is {}",
-            shape(&g),
-            shape(like)
-        );
-        Ok(g)
-    };
-    get().with_context(|| format!("source `{path}`"))
-}
-
-/// The mean latent of `folder`, in f64; errors start with "folder `folder`".
-fn mean_of(ctx: &dyn LatentSource, folder: &str, like: &Grid) -> Result<Vec<f64>> {
-    let get = || -> Result<Vec<f64>> {
-        let grids = ctx.latents_in(folder)?;
-        ensure!(!grids.is_empty(), "it holds no images");
-        let mut sum = vec![0.0f64; like.data.len()];
-        for (j, g) in grids.iter().enumerate() {
-            check_grid(g).with_context(|| format!("latent {j}"))?;
-            ensure!(
-                g.same_shape(like),
-                "latent {j} is {} but the edited latent is {}",
-                shape(g),
-                shape(like)
-            );
-            sum.iter_mut().zip(&g.data).for_each(|(s, &v)| *s += v as f64);
-        }
-        let n = grids.len() as f64;
-        Ok(sum.into_iter().map(|s| s / n).collect())
-    };
-    get().with_context(|| format!("folder `{folder}`"))
-}
-
-fn check_channels(channels: &[usize], count: usize) -> Result<()> {
-    for &k in channels {
-        ensure!(
-            k < count,
-            "channel {k} is out of range: the latent has {count} channels (0 to {})",
-            count.saturating_sub(1)
-        );
-    }
-    Ok(())
-}
-
-fn channel_list(channels: &[usize]) -> Result<()> {
-    ensure!(!channels.is_empty(), "`channels` is empty: list at least one channel");
-    for (i, k) in channels.iter().enumerate() {
-        ensure!(!channels[..i].contains(k), "channel {k} is listed twice");
-    }
-    Ok(())
-}
-
-fn finite(name: &str, v: f32) -> Result<()> {
-    ensure!(v.is_finite(), "{name} must be a finite number, got {v}");
-    Ok(())
-}
-
-fn nonempty(name: &str, v: &str) -> Result<()> {
-    ensure!(!v.is_empty(), "{name} must not be empty");
-    Ok(())
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::collections::HashMap;
-
+mod tests {
+    use super::fixtures::{bits, grid, source};
     use super::*;
-
-    /// Latents by path, and folders as lists of paths.
-    #[derive(Default)]
-    pub(crate) struct MapSource {
-        pub images: HashMap<String, Grid>,
-        pub folders: HashMap<String, Vec<String>>,
-    }
-
-    impl LatentSource for MapSource {
-        fn latent(&self, path: &str) -> Result<Grid> {
-            self.images.get(path).cloned().with_context(|| format!("no such image: {path}"))
-        }
-        fn latents_in(&self, folder: &str) -> Result<Vec<Grid>> {
-            let paths =
-                self.folders.get(folder).with_context(|| format!("no such folder: {folder}"))?;
-            paths.iter().map(|p| self.latent(p)).collect()
-        }
-        /// Stands in for a generator (tested on its own): shifts every value by seeded noise.
-        fn harmonise(&self, latent: &Grid, h: &Harmonise) -> Result<Grid> {
-            let mut out = latent.clone();
-            let noise = gaussian_noise(h.seed, out.data.len());
-            out.data.iter_mut().zip(noise).for_each(|(v, n)| *v += h.strength * n);
-            Ok(out)
-        }
-    }
-
-    /// A grid with distinct, sign-varied values, including -0.0 in the first and last tokens
-    /// (naive arithmetic such as `x + 0.0` turns it into +0.0, which a bit comparison catches).
-    pub(crate) fn grid(h: usize, w: usize, c: usize, seed: u64) -> Grid {
-        let mut data = gaussian_noise(seed, h * w * c);
-        let n = data.len();
-        data[1 % n] = -0.0;
-        data[n - 1] = -0.0;
-        Grid::new(h, w, c, data).unwrap()
-    }
-
-    pub(crate) fn source() -> MapSource {
-        let mut s = MapSource::default();
-        for (i, name) in ["A.png", "B.png", "C.png", "D.png"].iter().enumerate() {
-            s.images.insert(name.to_string(), grid(6, 8, 4, 100 + i as u64));
-        }
-        s.images.insert("small.png".into(), grid(3, 4, 4, 7));
-        s.folders.insert("smiling".into(), vec!["A.png".into(), "B.png".into()]);
-        s.folders.insert("neutral".into(), vec!["C.png".into(), "D.png".into()]);
-        s.folders.insert("same".into(), vec!["A.png".into(), "B.png".into()]);
-        s.folders.insert("empty".into(), vec![]);
-        s
-    }
-
-    fn bits(g: &[f32]) -> Vec<u32> {
-        g.iter().map(|v| v.to_bits()).collect()
-    }
 
     /// Top-left quarter of a 6x8 grid: rows 0..3, columns 0..4.
     fn quarter() -> Mask {
@@ -739,82 +388,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn channel_out_of_range_names_the_channel() {
-        let a = grid(6, 8, 4, 1);
-        let e = Edit::ScaleChannels { channels: vec![1, 4], factor: 2.0, mask: None };
-        let msg = format!("{:#}", e.apply(&a, &source()).unwrap_err());
-        assert!(msg.contains("channel 4 is out of range"), "{msg}");
-        assert!(msg.contains("4 channels"), "{msg}");
-        let dup = Edit::ZeroChannels { channels: vec![1, 1], mask: None };
-        assert!(
-            format!("{:#}", dup.apply(&a, &source()).unwrap_err())
-                .contains("channel 1 is listed twice")
-        );
-    }
-
-    #[test]
-    fn shape_mismatch_is_a_clear_error() {
-        let a = grid(6, 8, 4, 1);
-        let e = Edit::Blend { source: "small.png".into(), strength: 0.5, mask: None };
-        let msg = format!("{:#}", e.apply(&a, &source()).unwrap_err());
-        assert!(msg.contains("source `small.png`"), "{msg}");
-        assert!(msg.contains("3x4x4") && msg.contains("6x8x4"), "{msg}");
-        assert!(lerp(&a, &grid(3, 4, 4, 1), 0.5).is_err());
-        assert!(slerp(&a, &grid(6, 8, 3, 1), 0.5).is_err());
-    }
-
-    #[test]
-    fn interpolation_ends_are_exact() {
-        let a = grid(6, 8, 4, 1);
-        let b = grid(6, 8, 4, 2);
-        for f in [lerp, slerp] {
-            assert_eq!(bits(&f(&a, &b, 0.0).unwrap().data), bits(&a.data));
-            assert_eq!(bits(&f(&a, &b, 1.0).unwrap().data), bits(&b.data));
-        }
-        let ctx = source();
-        let b = ctx.latent("B.png").unwrap();
-        for mode in [InterpMode::Lerp, InterpMode::Slerp] {
-            let at =
-                |t| Edit::Interpolate { source: "B.png".into(), t, mode }.apply(&a, &ctx).unwrap();
-            assert_eq!(bits(&at(0.0).data), bits(&a.data));
-            assert_eq!(bits(&at(1.0).data), bits(&b.data));
-            let mid = at(0.5);
-            assert_ne!(mid, a);
-            assert_ne!(mid, b);
-        }
-    }
-
-    fn norm(g: &Grid) -> f64 {
-        g.data.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
-    }
-
-    #[test]
-    fn slerp_keeps_the_norm_of_equal_norm_ends() {
-        let a = grid(6, 8, 4, 1);
-        let mut b = grid(6, 8, 4, 2);
-        let k = (norm(&a) / norm(&b)) as f32;
-        b.data.iter_mut().for_each(|v| *v *= k);
-        let (na, nb) = (norm(&a), norm(&b));
-        assert!((na - nb).abs() / na < 1e-6);
-        for t in [0.1, 0.25, 0.5, 0.9] {
-            let n = norm(&slerp(&a, &b, t).unwrap());
-            assert!((n - na).abs() / na < 1e-5, "t = {t}: norm {n} vs {na}");
-            // Plain lerp of two nearly orthogonal vectors shrinks the norm: the test can fail.
-            assert!(norm(&lerp(&a, &b, 0.5).unwrap()) < 0.9 * na);
-        }
-    }
-
-    #[test]
-    fn slerp_falls_back_to_lerp_for_parallel_vectors() {
-        let a = grid(2, 2, 3, 1);
-        let mut b = a.clone();
-        b.data.iter_mut().for_each(|v| *v *= 2.0);
-        assert_eq!(slerp(&a, &b, 0.5).unwrap(), lerp(&a, &b, 0.5).unwrap());
-        let z = Grid::zeros(2, 2, 3);
-        assert_eq!(slerp(&z, &b, 0.5).unwrap(), lerp(&z, &b, 0.5).unwrap());
-    }
-
-    #[test]
     fn arithmetic_is_a_minus_b_plus_c() {
         let ctx = source();
         let a = ctx.latent("A.png").unwrap();
@@ -886,26 +459,6 @@ pub(crate) mod tests {
         assert_eq!(bits(&n(42).data), bits(&n(42).data));
         assert_ne!(n(42), n(43));
         assert_ne!(n(42), a);
-    }
-
-    #[test]
-    fn noise_stream_is_pinned() {
-        // Pins the generator: a dependency upgrade that changed the stream would silently change
-        // every saved recipe's result.
-        let n = gaussian_noise(0, 4);
-        let again = gaussian_noise(0, 5);
-        assert_eq!(bits(&n), bits(&again[..4]));
-        // -0.8102725, 0.17619665, 0.78630126, 0.3122973
-        assert_eq!(bits(&n), [3209653765, 1043623141, 1061767946, 1050666351], "{n:?}");
-    }
-
-    #[test]
-    fn noise_looks_standard_normal() {
-        let n = gaussian_noise(1, 100_000);
-        let mean = n.iter().map(|&v| v as f64).sum::<f64>() / n.len() as f64;
-        let var = n.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n.len() as f64;
-        assert!(mean.abs() < 0.02, "mean {mean}");
-        assert!((var - 1.0).abs() < 0.02, "variance {var}");
     }
 
     #[test]
