@@ -156,7 +156,7 @@ pub fn train_generator(
                 },
             )?;
             bar.finish_and_clear();
-            crate::train::run::report_skipped(&options.out, &skipped)?;
+            crate::train::batch::report_skipped(&options.out, &skipped)?;
             set.save(&cache_path, &key)?;
             (set, skipped.len())
         }

@@ -3,7 +3,7 @@
 
 use burn::prelude::*;
 
-use super::run::TrainOptions;
+use super::options::TrainOptions;
 use crate::encoders::VisionEncoder;
 use crate::fae::{FaeConfig, FaeModel};
 use crate::rng::Rng;

@@ -4,12 +4,15 @@
 //! features; `pixel` trains the pixel decoder, first on noisy encoder features, then on the
 //! feature decoder's outputs (the paper's two stages); `all` runs both in turn.
 
+pub mod batch;
 pub mod data;
 pub mod discriminator;
 pub mod loss;
+pub mod options;
 pub mod run;
 pub mod shared;
 pub mod step;
 pub mod validate;
 
-pub use run::{Stage, TrainOptions, train};
+pub use options::{Stage, TrainOptions};
+pub use run::train;

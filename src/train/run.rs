@@ -2,7 +2,7 @@
 //! NaN/Inf guard, atomic resumable checkpoints, metrics and validation.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -11,179 +11,21 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use image::Rgb32FImage;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::data::{Dataset, FeatureCache, FeatureSource, ImageEntry, Sample};
+use super::batch::{grids_to_tensor, images_to_tensor, load_batch, report_skipped};
+use super::data::{Dataset, FeatureCache, FeatureSource};
 use super::discriminator::{Discriminator, hinge_d};
 use super::loss::scalar;
-use super::shared::{NanGuard, ema_update, progress_bar, update, warmup_cosine};
+// Re-exported: `train::run::{Stage, TrainOptions}` are the paths other code has used.
+pub use super::options::{Stage, TrainOptions};
+use super::shared::{NanGuard, ema_update, progress_bar, update};
 use super::step::{self, Phase, StepContext, StepLoss};
 use super::validate::{latent_stats, runtime, validate};
 use crate::encoders::source;
 use crate::fae::{self, CheckpointFile, FaeConfig, FaeModel, LatentStats, PixelHead, TrainState};
-use crate::grid::Grid;
-use crate::image_io;
 use crate::rng::Rng;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// The FAE encoder and feature decoder.
-    Fae,
-    /// The pixel decoder: noisy encoder features, then the feature decoder's outputs.
-    Pixel,
-    /// Both, in turn.
-    All,
-}
-
-/// The run's settings; everything but the paths is recorded in the checkpoint for `--resume`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub data: PathBuf,
-    pub out: PathBuf,
-    pub steps: u64,
-    pub batch: usize,
-    pub size: usize,
-    pub stage: Stage,
-    pub from: Option<PathBuf>,
-    pub resume: bool,
-    pub checkpoint_every: u64,
-    pub encoder: Option<String>,
-    pub lr: f64,
-    pub warmup: u64,
-    pub seed: u64,
-    /// Augmented views per image (view 0 is the plain centre crop; the others cycle through
-    /// downscaled whole views and crops of 1/2, 1/4 of the shorter side and native pixels).
-    pub views: u32,
-    pub val_fraction: f64,
-    pub val_every: u64,
-    pub log_every: u64,
-    /// Weight of the perceptual term (encoder-feature cosine of output vs input); 0 turns it off.
-    pub perceptual: f64,
-    /// Weight of the adversarial (hinge GAN) term of the pixel loss; 0 turns it off.
-    #[serde(default = "default_adversarial")]
-    pub adversarial: f64,
-    /// Where in the pixel stages (0 = their start, 1 = their end) the adversarial term starts.
-    #[serde(default = "default_adversarial_start")]
-    pub adversarial_start: f64,
-    /// Random shift in pixels (up to a patch) of the perceptual term's crops; 0 compares whole
-    /// images on the patch grid.
-    #[serde(default)]
-    pub perceptual_shift: usize,
-    /// Weight of the image-gradient L1 term of the pixel loss; 0 turns it off.
-    #[serde(default)]
-    pub gradient: f64,
-    /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
-    pub noise: f64,
-    /// Weight of the optional cosine term in the feature loss.
-    pub feature_cosine: f64,
-    pub ema_decay: f64,
-    pub latent_channels: usize,
-    pub cache_dir: Option<PathBuf>,
-    pub cache_max_bytes: u64,
-    pub progress: bool,
-    /// Architecture for a model trained from scratch (default: [`FaeConfig::small`]).
-    pub architecture: Option<FaeConfig>,
-    /// The pixel decoder's head: for a new model, or (with `from`) a fresh head of this kind on
-    /// the checkpoint's pixel decoder when the checkpoint has the other kind. `None`: as given.
-    #[serde(default)]
-    pub pixel_head: Option<PixelHead>,
-}
-
-/// Off unless asked for: in a short fine-tune a fresh discriminator hurt more than it helped.
-fn default_adversarial() -> f64 {
-    0.0
-}
-
-fn default_adversarial_start() -> f64 {
-    0.5
-}
-
-impl TrainOptions {
-    pub fn new(data: PathBuf, out: PathBuf) -> Self {
-        Self {
-            data,
-            out,
-            steps: 2000,
-            batch: 8,
-            size: 224,
-            stage: Stage::All,
-            from: None,
-            resume: false,
-            checkpoint_every: 250,
-            encoder: None,
-            lr: 1e-4 * 4.0,
-            warmup: 100,
-            seed: 0,
-            views: 8,
-            val_fraction: 0.05,
-            val_every: 250,
-            log_every: 10,
-            perceptual: 0.1,
-            adversarial: default_adversarial(),
-            adversarial_start: default_adversarial_start(),
-            perceptual_shift: 7,
-            gradient: 0.0,
-            noise: 0.4,
-            feature_cosine: 0.1,
-            ema_decay: 0.999,
-            latent_channels: 32,
-            cache_dir: None,
-            cache_max_bytes: 4 << 30,
-            progress: true,
-            architecture: None,
-            pixel_head: None,
-        }
-    }
-
-    /// Which phase a step belongs to and the step's position within that phase.
-    fn phase(&self, step: u64) -> (Phase, u64, u64) {
-        let n = self.steps.max(1);
-        let splits: Vec<(Phase, u64)> = match self.stage {
-            Stage::Fae => vec![(Phase::Fae, n)],
-            Stage::Pixel => {
-                vec![(Phase::PixelNoisy, n * 7 / 10), (Phase::PixelDecoded, n - n * 7 / 10)]
-            }
-            Stage::All => {
-                let a = n / 2;
-                let b = n * 35 / 100;
-                vec![(Phase::Fae, a), (Phase::PixelNoisy, b), (Phase::PixelDecoded, n - a - b)]
-            }
-        };
-        let mut start = 0;
-        for (phase, len) in &splits {
-            if step < start + len {
-                return (*phase, step - start, *len);
-            }
-            start += len;
-        }
-        let (phase, len) = *splits.last().expect("a phase");
-        (phase, len.saturating_sub(1), len)
-    }
-
-    /// Whether `step` trains with the adversarial term: late in the pixel stages.
-    fn adversarial_on(&self, step: u64) -> bool {
-        if self.adversarial <= 0.0 || self.phase(step).0 == Phase::Fae {
-            return false;
-        }
-        // Where the pixel stages start, as `phase` splits the run.
-        let first = match self.stage {
-            Stage::Fae => return false,
-            Stage::Pixel => 0,
-            Stage::All => self.steps.max(1) / 2,
-        };
-        let pixel_steps = self.steps.max(1) - first;
-        (step - first) as f64 >= self.adversarial_start * pixel_steps as f64
-    }
-
-    /// Warm-up then cosine decay to a tenth, restarted for each phase.
-    fn learning_rate(&self, step: u64) -> f64 {
-        let (_, pos, len) = self.phase(step);
-        warmup_cosine(self.lr, pos, len, self.warmup)
-    }
-}
 
 /// Set by Ctrl-C in the command line: the loop saves a checkpoint and stops after the step.
 pub fn ctrl_c_flag() -> &'static AtomicBool {
@@ -528,110 +370,4 @@ pub fn train(
         images_found: found,
         skipped: dataset.skipped.len(),
     })
-}
-
-/// Writes `skipped.tsv` (path, reason) in the run folder and lists the first few on stderr.
-pub(crate) fn report_skipped(out: &Path, skipped: &[(PathBuf, String)]) -> Result<()> {
-    let text: String = skipped.iter().map(|(p, why)| format!("{}\t{why}\n", p.display())).collect();
-    crate::fsutil::write_atomic(&out.join("skipped.tsv"), text.as_bytes())?;
-    for (p, why) in skipped.iter().take(20) {
-        eprintln!("skipped {}: {why}", p.display());
-    }
-    if skipped.len() > 20 {
-        eprintln!("... and {} more, see skipped.tsv", skipped.len() - 20);
-    }
-    Ok(())
-}
-
-/// A batch of training samples; files that fail to decode are dropped from the set and replaced.
-fn load_batch(
-    source: &FeatureSource,
-    dataset: &mut Dataset,
-    options: &TrainOptions,
-    rng: &mut Rng,
-    out: &Path,
-) -> Result<Vec<Sample>> {
-    let mut batch = Vec::with_capacity(options.batch);
-    while batch.len() < options.batch {
-        if dataset.train.is_empty() {
-            bail!("every training image failed to decode");
-        }
-        let picks: Vec<(ImageEntry, u32)> = (batch.len()..options.batch)
-            .map(|_| {
-                (
-                    dataset.train[rng.below(dataset.train.len())].clone(),
-                    rng.below(options.views.max(1) as usize) as u32,
-                )
-            })
-            .collect();
-        let requests: Vec<(&ImageEntry, u32)> = picks.iter().map(|(e, v)| (e, *v)).collect();
-        let mut failed = false;
-        for ((entry, _), result) in picks.iter().zip(source.samples(&requests)) {
-            match result {
-                Ok(sample) => batch.push(sample),
-                Err(e) => {
-                    eprintln!("skipped {}: {e:#}", entry.path.display());
-                    dataset.skip(&entry.path, format!("{e:#}"));
-                    failed = true;
-                }
-            }
-        }
-        if failed {
-            report_skipped(out, &dataset.skipped)?;
-        }
-    }
-    Ok(batch)
-}
-
-pub(crate) fn grids_to_tensor<'a>(
-    grids: impl Iterator<Item = &'a Grid>,
-    device: &Device,
-) -> Tensor<3> {
-    let grids: Vec<&Grid> = grids.collect();
-    let (t, d) = (grids[0].tokens(), grids[0].channels);
-    let data: Vec<f32> = grids.iter().flat_map(|g| g.data.iter().copied()).collect();
-    Tensor::<1>::from_data(TensorData::new(data, [grids.len() * t * d]), device).reshape([
-        grids.len(),
-        t,
-        d,
-    ])
-}
-
-fn images_to_tensor<'a>(
-    images: impl Iterator<Item = &'a Rgb32FImage>,
-    device: &Device,
-) -> Tensor<4> {
-    let parts: Vec<Tensor<4>> =
-        images.map(|img| image_io::to_tensor(img, [0.0; 3], [1.0; 3], device)).collect();
-    Tensor::cat(parts, 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_split_the_steps() {
-        let mut o = TrainOptions::new("d".into(), "o".into());
-        o.steps = 100;
-        assert_eq!(o.phase(0).0, Phase::Fae);
-        assert_eq!(o.phase(49).0, Phase::Fae);
-        assert_eq!(o.phase(50).0, Phase::PixelNoisy);
-        assert_eq!(o.phase(85).0, Phase::PixelDecoded);
-        assert_eq!(o.phase(99).0, Phase::PixelDecoded);
-        o.stage = Stage::Pixel;
-        assert_eq!(o.phase(69).0, Phase::PixelNoisy);
-        assert_eq!(o.phase(70).0, Phase::PixelDecoded);
-    }
-
-    #[test]
-    fn learning_rate_warms_up_then_decays() {
-        let mut o = TrainOptions::new("d".into(), "o".into());
-        o.stage = Stage::Fae;
-        o.steps = 1000;
-        o.warmup = 100;
-        assert!(o.learning_rate(0) < o.learning_rate(50));
-        assert!((o.learning_rate(99) - o.lr).abs() < 1e-12);
-        assert!(o.learning_rate(500) < o.lr && o.learning_rate(999) >= 0.1 * o.lr - 1e-12);
-    }
 }

@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::discriminator::{Discriminator, hinge_g};
 use super::loss::{fae_loss, pixel_loss, scalar};
-use super::run::TrainOptions;
+use super::options::TrainOptions;
 use crate::encoders::VisionEncoder;
 use crate::fae::{FaeConfig, FaeModel};
 use crate::rng::Rng;

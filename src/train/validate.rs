@@ -7,8 +7,10 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 use image::RgbImage;
 
+use super::batch::grids_to_tensor;
 use super::data::{Dataset, FeatureSource, ImageEntry, Sample};
-use super::run::{TrainOptions, Validation, grids_to_tensor};
+use super::options::TrainOptions;
+use super::run::Validation;
 use crate::encoders::VisionEncoder;
 use crate::fae::{self, Fae, FaeConfig, FaeModel, LatentStats};
 use crate::fsutil::write_png;
