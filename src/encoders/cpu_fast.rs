@@ -134,7 +134,11 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub(super) fn gelu_slice(isa: Isa, values: &mut [f32]) {
     isa.run(
         #[inline(always)]
-        || values.iter_mut().for_each(|v| *v = gelu_scalar(*v)),
+        || {
+            for v in values {
+                *v = gelu_scalar(*v);
+            }
+        },
     )
 }
 
@@ -321,11 +325,21 @@ fn bias_act_rows(isa: Isa, rows: &mut [f32], bias: Option<&[f32]>, d: usize, act
         || {
             for row in rows.chunks_exact_mut(d) {
                 if let Some(bias) = bias {
-                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
                 }
                 match act {
-                    Some(true) => row.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)),
-                    Some(false) => row.iter_mut().for_each(|v| *v = gelu_scalar(*v)),
+                    Some(true) => {
+                        for v in row {
+                            *v = gelu_tanh_scalar(*v);
+                        }
+                    }
+                    Some(false) => {
+                        for v in row {
+                            *v = gelu_scalar(*v);
+                        }
+                    }
                     None => {}
                 }
             }
@@ -346,7 +360,11 @@ fn scaled_residual_rows(isa: Isa, x: &mut [f32], y: &[f32], bias: Option<&[f32]>
                             *x += (y + b) * s;
                         }
                     }
-                    None => x.iter_mut().zip(y).zip(scale).for_each(|((x, y), s)| *x += y * s),
+                    None => {
+                        for ((x, y), s) in x.iter_mut().zip(y).zip(scale) {
+                            *x += y * s;
+                        }
+                    }
                 }
             }
         },
@@ -432,21 +450,30 @@ impl SendPtr {
 pub(super) fn softmax_rows(isa: Isa, scores: &mut [f32], t: usize) {
     isa.run(
         #[inline(always)]
-        || scores.chunks_exact_mut(t).for_each(softmax_in_place),
+        || {
+            for row in scores.chunks_exact_mut(t) {
+                softmax_in_place(row);
+            }
+        },
     )
 }
 
 #[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
     let max = reduce_lanes(row, f32::NEG_INFINITY, |v| v, f32::max);
-    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
+    }
     let inv = 1.0 / reduce_lanes(row, 0.0, |v| v, |a, b| a + b);
-    row.iter_mut().for_each(|v| *v *= inv);
+    for v in row {
+        *v *= inv;
+    }
 }
 
 /// `combine` over `map` of every value, as sixteen partial results (one AVX-512 register, two
 /// AVX2 ones) folded at the end: a loop that carries one accumulator cannot be vectorised, as
-/// floating-point addition is not associative.
+/// floating-point addition is not associative. Plain `for` loops here and in every dispatched
+/// loop: iterator adapters (`for_each`, `fold`) may stay out of line, compiled for the baseline.
 #[inline(always)]
 fn reduce_lanes(
     values: &[f32],
@@ -462,8 +489,14 @@ fn reduce_lanes(
             *l = combine(*l, map(v));
         }
     }
-    let rest = chunks.remainder().iter().fold(init, |a, &v| combine(a, map(v)));
-    combine(lanes.into_iter().fold(init, &combine), rest)
+    let mut total = init;
+    for &v in chunks.remainder() {
+        total = combine(total, map(v));
+    }
+    for l in lanes {
+        total = combine(total, l);
+    }
+    total
 }
 
 /// `e^x` for x in [-87, 0] (softmax arguments; below it, about 1.6e-38), relative error under
@@ -473,12 +506,18 @@ fn reduce_lanes(
 pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // `max` and `min` turn NaN into a bound, so n is always an integer in [-126, 0]; a NaN x
+    // still gives NaN through r.
+    let finite = x.max(-87.0).min(0.0);
+    let n = (finite * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln 2 split in two for accuracy
     let p = 1.0
         + r * (1.0
             + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // SAFETY: n is an integer in [-126, 0]. The unchecked conversion vectorises where `as`
+    // (saturating, NaN to 0) left the loop scalar.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) << 23) as u32)
 }
 
 /// Layer normalisation over the last dimension, as `nn.LayerNorm(dim, eps)`.
@@ -534,7 +573,11 @@ fn layer_norm_rows(isa: Isa, rows: &mut [f32], gamma: &[f32], beta: Option<&[f32
                             *v = (*v - mean) * inv * g + b;
                         }
                     }
-                    None => row.iter_mut().zip(gamma).for_each(|(v, g)| *v = (*v - mean) * inv * g),
+                    None => {
+                        for (v, g) in row.iter_mut().zip(gamma) {
+                            *v = (*v - mean) * inv * g;
+                        }
+                    }
                 }
             }
         },
@@ -554,7 +597,11 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 fn gelu_tanh_slice(isa: Isa, values: &mut [f32]) {
     isa.run(
         #[inline(always)]
-        || values.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)),
+        || {
+            for v in values {
+                *v = gelu_tanh_scalar(*v);
+            }
+        },
     )
 }
 
@@ -614,6 +661,7 @@ mod tests {
 
     #[test]
     fn exp_matches_std() {
+        assert!(exp(f32::NAN).is_nan(), "NaN propagates");
         let worst = (0..87_000)
             .map(|i| -(i as f32) * 1e-3)
             .map(|x| ((exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs())
