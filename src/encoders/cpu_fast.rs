@@ -13,6 +13,8 @@
 use std::sync::OnceLock;
 
 use anyhow::Result;
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
@@ -66,7 +68,10 @@ impl Isa {
     }
 
     /// Runs `f` compiled for this instruction set (`f` and what it inlines are vectorised with
-    /// its registers); the portable code where the CPU lacks it.
+    /// its registers); the portable code where the CPU lacks it. `f` must be an
+    /// `#[inline(always)]` closure: one that is not inlined into the dispatched function is
+    /// compiled once, for the baseline (a row loop's closure large enough that the compiler kept
+    /// it apart ran softmax and layer norm on SSE2 while AVX-512 was chosen).
     #[inline(always)]
     pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
@@ -127,7 +132,14 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 pub(super) fn gelu_slice(isa: Isa, values: &mut [f32]) {
-    isa.run(|| values.iter_mut().for_each(|v| *v = gelu_scalar(*v)))
+    isa.run(
+        #[inline(always)]
+        || {
+            for v in values {
+                *v = gelu_scalar(*v);
+            }
+        },
+    )
 }
 
 /// Multi-head scaled dot-product attention straight from a fused projection `[B, T, 3 D]`
@@ -156,28 +168,220 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     let scale = 1.0 / (head_dim as f32).sqrt();
     let out_ptr = SendPtr(output.as_mut_ptr());
     let isa = Isa::best();
-    (0..b * heads).into_par_iter().for_each_init(
-        || vec![0.0f32; t * t],
+    // The queries of one (image, head) pair in blocks whose scores stay in the L2 cache (at
+    // 448 px, 1025 tokens, all of a head's scores take 4 MiB).
+    let blocks = (t * t).div_ceil(SCORES_PER_BLOCK).max(1);
+    let block_rows = t.div_ceil(blocks);
+    let blocks = t.div_ceil(block_rows);
+    (0..b * heads * blocks).into_par_iter().for_each_init(
+        || vec![0.0f32; block_rows * t],
         |scores, task| {
-            let (image, head) = (task / heads, task % heads);
+            let (pair, block) = (task / blocks, task % blocks);
+            let (image, head) = (pair / heads, pair % heads);
+            let first = block * block_rows;
+            let rows = block_rows.min(t - first);
+            let scores = &mut scores[..rows * t];
             let base = image * t * d3 + head * head_dim;
             let row = d3 as isize;
-            let queries = Strided::rows(input[base..].as_ptr(), row);
+            let queries = Strided::rows(input[base + first * d3..].as_ptr(), row);
             let keys_t = Strided { ptr: input[base + d..].as_ptr(), row: 1, col: row };
             let values = Strided::rows(input[base + 2 * d..].as_ptr(), row);
-            let context = out_ptr.at(image * t * d + head * head_dim);
+            let context = out_ptr.at(image * t * d + first * d + head * head_dim);
             // SAFETY: each slice above runs to the end of the input, past every element its
-            // strides reach, and each task writes its own columns of the output.
+            // strides reach, and each task writes its own rows and columns of the output.
             unsafe {
-                product(scores.as_mut_ptr(), t as isize, queries, keys_t, [t, t, head_dim], scale);
+                let shape = [rows, t, head_dim];
+                product(scores.as_mut_ptr(), t as isize, queries, keys_t, shape, scale);
                 softmax_rows(isa, scores, t);
                 let probs = Strided::rows(scores.as_ptr(), t as isize);
-                product(context, d as isize, probs, values, [t, head_dim, t], 1.0);
+                product(context, d as isize, probs, values, [rows, head_dim, t], 1.0);
             }
         },
     );
     Tensor::from_data(TensorData::new(output, [b, t, d]), &device)
 }
+
+/// What [`linear_then`] does with each output row after the product, bias included.
+pub enum Then<'a> {
+    /// `y + b`.
+    Bias,
+    /// `act(y + b)`, the activation GELU (`tanh` false) or its tanh form.
+    Gelu { tanh: bool },
+    /// `residual + (y + b) scale`, written over the residual (a transformer block's layer-scaled
+    /// skip connection).
+    ScaledResidual { scale: &'a Tensor<1> },
+}
+
+/// `x W + b` for burn's `Linear` (`W` `[d_in, d_out]`), as `Linear::forward`.
+pub fn linear<const D: usize>(x: Tensor<D>, layer: &burn::nn::Linear) -> Tensor<D> {
+    linear_then(x, layer, Then::Bias, None)
+}
+
+/// `x W + b`, then what `then` says. On the CPU the product runs as one gemm call over all
+/// `[.., d_in]` rows (burn runs `[B, T, d_in] x [d_in, d_out]` as B products, each packing the
+/// weight again), parallel inside gemm, and bias, activation and residual follow in one
+/// parallel pass over the output rather than one single-threaded pass each. Elsewhere burn's
+/// operations run. `residual` is required for [`Then::ScaledResidual`] and ignored otherwise.
+pub fn linear_then<const D: usize>(
+    x: Tensor<D>,
+    layer: &burn::nn::Linear,
+    then: Then<'_>,
+    residual: Option<Tensor<D>>,
+) -> Tensor<D> {
+    let weight = layer.weight.val();
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let scale_on_cpu = match &then {
+        Then::ScaledResidual { scale } => on_plain_cpu(scale),
+        _ => true,
+    };
+    let weights_on_cpu = on_plain_cpu(&weight) && bias.as_ref().is_none_or(on_plain_cpu);
+    // Empty products (nothing for gemm to write) take burn's path too.
+    let empty = x.shape().num_elements() == 0 || weight.shape().num_elements() == 0;
+    if !on_plain_cpu(&x) || !weights_on_cpu || !scale_on_cpu || empty {
+        let y = layer.forward(x);
+        return match then {
+            Then::Bias => y,
+            Then::Gelu { tanh: false } => gelu(y),
+            Then::Gelu { tanh: true } => gelu_tanh(y),
+            Then::ScaledResidual { scale } => {
+                residual.expect("a residual") + y * scale.clone().unsqueeze()
+            }
+        };
+    }
+    let dims = x.dims();
+    let [d_in, d_out] = weight.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    let flex = |t: Tensor<D>| t.try_into_primitive::<Flex>().expect("a CPU tensor");
+    let input = contiguous(flex(x));
+    let weight = contiguous(weight.try_into_primitive::<Flex>().expect("a CPU tensor"));
+    let bias = bias.map(|b| contiguous(b.try_into_primitive::<Flex>().expect("a CPU tensor")));
+    let (input, weight) = (input.as_slice::<f32>().unwrap(), weight.as_slice::<f32>().unwrap());
+    let bias = bias.as_ref().map(|b| b.as_slice::<f32>().unwrap());
+    // Not zeroed first: gemm writes every element without reading it (`read_dst` false).
+    let mut y = Vec::<f32>::with_capacity(rows * d_out);
+    let parallel = rows * d_out * d_in >= PARALLEL_PRODUCT;
+    // SAFETY: `input` holds rows x d_in values, `weight` d_in x d_out, `y` room for rows x d_out,
+    // all of which gemm writes before `set_len`.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d_out,
+            d_in,
+            y.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
+            1,
+            d_out as isize,
+            false,
+            input.as_ptr(),
+            1,
+            d_in as isize,
+            weight.as_ptr(),
+            1,
+            d_out as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None },
+        );
+        y.set_len(rows * d_out);
+    }
+    let isa = Isa::best();
+    let task = (CHUNK / d_out).max(1) * d_out;
+    match then {
+        Then::Bias | Then::Gelu { .. } => {
+            let act = match then {
+                Then::Gelu { tanh } => Some(tanh),
+                _ => None,
+            };
+            if bias.is_some() || act.is_some() {
+                y.par_chunks_mut(task).for_each(|rows| bias_act_rows(isa, rows, bias, d_out, act));
+            }
+            Tensor::from_data(TensorData::new(y, out_dims), &Device::flex())
+        }
+        Then::ScaledResidual { scale } => {
+            let scale =
+                contiguous(scale.clone().try_into_primitive::<Flex>().expect("a CPU tensor"));
+            let scale = scale.as_slice::<f32>().unwrap();
+            assert_eq!(scale.len(), d_out, "one scale per output feature");
+            let residual = residual.expect("a residual");
+            assert_eq!(residual.dims(), out_dims, "the residual has the output's shape");
+            map_in_place(residual, |x| {
+                x.par_chunks_mut(task)
+                    .zip(y.par_chunks(task))
+                    .for_each(|(x, y)| scaled_residual_rows(isa, x, y, bias, scale));
+            })
+        }
+    }
+}
+
+/// `act(y + b)` for each `d`-long row of `rows`, in place; the activation GELU, its tanh form
+/// (`Some(true)`) or none.
+fn bias_act_rows(isa: Isa, rows: &mut [f32], bias: Option<&[f32]>, d: usize, act: Option<bool>) {
+    isa.run(
+        #[inline(always)]
+        || {
+            for row in rows.chunks_exact_mut(d) {
+                if let Some(bias) = bias {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+                match act {
+                    Some(true) => {
+                        for v in row {
+                            *v = gelu_tanh_scalar(*v);
+                        }
+                    }
+                    Some(false) => {
+                        for v in row {
+                            *v = gelu_scalar(*v);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        },
+    )
+}
+
+/// `x + (y + b) scale` for each `scale.len()`-long row, written over `x`.
+fn scaled_residual_rows(isa: Isa, x: &mut [f32], y: &[f32], bias: Option<&[f32]>, scale: &[f32]) {
+    let d = scale.len();
+    isa.run(
+        #[inline(always)]
+        || {
+            for (x, y) in x.chunks_exact_mut(d).zip(y.chunks_exact(d)) {
+                match bias {
+                    Some(bias) => {
+                        for (((x, y), b), s) in x.iter_mut().zip(y).zip(bias).zip(scale) {
+                            *x += (y + b) * s;
+                        }
+                    }
+                    None => {
+                        for ((x, y), s) in x.iter_mut().zip(y).zip(scale) {
+                            *x += y * s;
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Products of at least this many multiply-adds are split across threads (burn-flex's choice).
+const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+/// A CPU tensor's values in row-major order, copied only when its layout is not contiguous.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+/// Attention scores per task at most (320 KiB, a third of a Zen 4 core's L2 cache); 224 px
+/// (257 tokens) still runs each head whole.
+const SCORES_PER_BLOCK: usize = 80 * 1024;
 
 /// A matrix read in place: element (i, j) at `ptr + i row + j col`.
 pub(super) struct Strided {
@@ -244,22 +448,55 @@ impl SendPtr {
 
 /// Softmax of each `t`-long row of `scores`.
 pub(super) fn softmax_rows(isa: Isa, scores: &mut [f32], t: usize) {
-    isa.run(|| scores.chunks_exact_mut(t).for_each(softmax_in_place))
+    isa.run(
+        #[inline(always)]
+        || {
+            for row in scores.chunks_exact_mut(t) {
+                softmax_in_place(row);
+            }
+        },
+    )
 }
 
 #[inline(always)]
 fn softmax_in_place(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    row.iter_mut().for_each(|v| *v = exp(*v - max));
-    // Eight partial sums, so the compiler can keep them in one vector register.
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for chunk in &mut chunks {
-        lanes.iter_mut().zip(chunk).for_each(|(l, v)| *l += v);
+    let max = reduce_lanes(row, f32::NEG_INFINITY, |v| v, f32::max);
+    for v in row.iter_mut() {
+        *v = exp(*v - max);
     }
-    let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
+    let inv = 1.0 / reduce_lanes(row, 0.0, |v| v, |a, b| a + b);
+    for v in row {
+        *v *= inv;
+    }
+}
+
+/// `combine` over `map` of every value, as sixteen partial results (one AVX-512 register, two
+/// AVX2 ones) folded at the end: a loop that carries one accumulator cannot be vectorised, as
+/// floating-point addition is not associative. Plain `for` loops here and in every dispatched
+/// loop: iterator adapters (`for_each`, `fold`) may stay out of line, compiled for the baseline.
+#[inline(always)]
+fn reduce_lanes(
+    values: &[f32],
+    init: f32,
+    map: impl Fn(f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [init; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = combine(*l, map(v));
+        }
+    }
+    let mut total = init;
+    for &v in chunks.remainder() {
+        total = combine(total, map(v));
+    }
+    for l in lanes {
+        total = combine(total, l);
+    }
+    total
 }
 
 /// `e^x` for x in [-87, 0] (softmax arguments; below it, about 1.6e-38), relative error under
@@ -269,12 +506,19 @@ fn softmax_in_place(row: &mut [f32]) {
 pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // `max` and `min` turn NaN into a bound, so n is always an integer in [-126, 0]; a NaN x
+    // still gives NaN through r.
+    #[allow(clippy::manual_clamp)] // `clamp` would keep the NaN
+    let finite = x.max(-87.0).min(0.0);
+    let n = (finite * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4; // ln 2 split in two for accuracy
     let p = 1.0
         + r * (1.0
             + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r / 720.0)))));
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // SAFETY: n is an integer in [-126, 0]. The unchecked conversion vectorises where `as`
+    // (saturating, NaN to 0) left the loop scalar.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) << 23) as u32)
 }
 
 /// Layer normalisation over the last dimension, as `nn.LayerNorm(dim, eps)`.
@@ -315,18 +559,30 @@ impl LayerNorm {
 /// Normalises each `gamma.len()`-long row of `rows` in place.
 fn layer_norm_rows(isa: Isa, rows: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
     let dim = gamma.len();
-    isa.run(|| {
-        for row in rows.chunks_exact_mut(dim) {
-            // Two passes over the row (mean, then variance) as the reference does.
-            let mean = row.iter().sum::<f32>() / dim as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for (i, v) in row.iter_mut().enumerate() {
-                let shift = beta.map_or(0.0, |b| b[i]);
-                *v = (*v - mean) * inv * gamma[i] + shift;
+    isa.run(
+        #[inline(always)]
+        || {
+            for row in rows.chunks_exact_mut(dim) {
+                // Two passes over the row (mean, then variance) as the reference does.
+                let mean = reduce_lanes(row, 0.0, |v| v, |a, b| a + b) / dim as f32;
+                let square = |v: f32| (v - mean) * (v - mean);
+                let var = reduce_lanes(row, 0.0, square, |a, b| a + b) / dim as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                match beta {
+                    Some(beta) => {
+                        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                            *v = (*v - mean) * inv * g + b;
+                        }
+                    }
+                    None => {
+                        for (v, g) in row.iter_mut().zip(gamma) {
+                            *v = (*v - mean) * inv * g;
+                        }
+                    }
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`, as `nn.GELU(approximate="tanh")`
@@ -340,7 +596,14 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 fn gelu_tanh_slice(isa: Isa, values: &mut [f32]) {
-    isa.run(|| values.iter_mut().for_each(|v| *v = gelu_tanh_scalar(*v)))
+    isa.run(
+        #[inline(always)]
+        || {
+            for v in values {
+                *v = gelu_tanh_scalar(*v);
+            }
+        },
+    )
 }
 
 #[inline(always)]
@@ -399,6 +662,7 @@ mod tests {
 
     #[test]
     fn exp_matches_std() {
+        assert!(exp(f32::NAN).is_nan(), "NaN propagates");
         let worst = (0..87_000)
             .map(|i| -(i as f32) * 1e-3)
             .map(|x| ((exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs())
@@ -406,11 +670,18 @@ mod tests {
         assert!(worst < 5e-7, "max relative exp error {worst}");
     }
 
-    /// The CPU path against burn's attention on the split heads, two images and uneven sizes.
+    /// The CPU path against burn's attention on the split heads, two images and uneven sizes;
+    /// 37 tokens in one block of queries, 300 in two.
     #[test]
     fn fused_attention_matches_burn() {
+        for t in [37, 300] {
+            fused_attention_matches_burn_with(t);
+        }
+    }
+
+    fn fused_attention_matches_burn_with(t: usize) {
         let device = Device::flex();
-        let (b, t, heads, head_dim) = (2, 37, 3, 8);
+        let (b, heads, head_dim) = (2, 3, 8);
         let d = heads * head_dim;
         let values: Vec<f32> =
             (0..b * t * 3 * d).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 3.0).collect();
@@ -524,6 +795,82 @@ mod tests {
                         + beta[i] as f64;
                     assert!((out[i] as f64 - want).abs() < 1e-4, "{isa:?} layer norm");
                 }
+            }
+        }
+    }
+
+    /// The one-product linear layer with its epilogues against burn's `Linear` and operations,
+    /// on `[B, T, d_in]` input with odd sizes.
+    #[test]
+    fn linear_epilogues_match_burn() {
+        let device = Device::flex();
+        let ramp = |n: usize, scale: f32, shift: usize| {
+            (0..n).map(move |i| (((i + shift) * 37 % 101) as f32 - 50.0) * scale).collect()
+        };
+        let tensor = |values: Vec<f32>, shape: &[usize]| {
+            Tensor::<3>::from_data(TensorData::new(values, shape.to_vec()), &device)
+        };
+        let (b, t, d_in, d_out) = (3, 37, 40, 52);
+        let x = tensor(ramp(b * t * d_in, 0.05, 0), &[b, t, d_in]);
+        let weight = Tensor::<2>::from_data(
+            TensorData::new(ramp(d_in * d_out, 0.01, 3), [d_in, d_out]),
+            &device,
+        );
+        let bias = Tensor::<1>::from_data(TensorData::new(ramp(d_out, 0.02, 5), [d_out]), &device);
+        let layer = burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(weight),
+            bias: Some(burn::module::Param::from_tensor(bias)),
+        };
+        let reference = layer.forward(x.clone());
+        assert!(max_difference(linear(x.clone(), &layer), reference.clone()) < 1e-5, "linear");
+        for tanh in [false, true] {
+            let ours = linear_then(x.clone(), &layer, Then::Gelu { tanh }, None);
+            let want = match tanh {
+                false => burn::tensor::activation::gelu(reference.clone()),
+                true => burn::tensor::activation::gelu_approximate(reference.clone()),
+            };
+            assert!(max_difference(ours, want) < 1e-5, "gelu (tanh {tanh})");
+        }
+        let scale = Tensor::<1>::from_data(TensorData::new(ramp(d_out, 0.03, 7), [d_out]), &device);
+        let residual = tensor(ramp(b * t * d_out, 0.1, 11), &[b, t, d_out]);
+        let then = Then::ScaledResidual { scale: &scale };
+        let ours = linear_then(x, &layer, then, Some(residual.clone()));
+        let want = residual + reference * scale.unsqueeze();
+        assert!(max_difference(ours, want) < 1e-5, "scaled residual");
+    }
+
+    /// The epilogues on every instruction set this CPU has against the portable loops.
+    #[test]
+    fn linear_epilogues_on_every_instruction_set() {
+        let d = 45;
+        let rows = 29;
+        let values: Vec<f32> = (0..rows * d).map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.1).collect();
+        let bias: Vec<f32> = (0..d).map(|i| i as f32 * 0.03 - 0.5).collect();
+        let scale: Vec<f32> = (0..d).map(|i| 0.1 + i as f32 * 0.01).collect();
+        let run = |isa| {
+            let mut outs = Vec::new();
+            for act in [None, Some(false), Some(true)] {
+                let mut y = values.clone();
+                bias_act_rows(isa, &mut y, Some(&bias), d, act);
+                outs.push(y);
+            }
+            let mut x: Vec<f32> = values.iter().map(|v| v * 0.7 + 1.0).collect();
+            scaled_residual_rows(isa, &mut x, &values, Some(&bias), &scale);
+            outs.push(x);
+            outs
+        };
+        let portable = run(Isa::Portable);
+        let gelu_f64 = |x: f32| 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / 2f64.sqrt()));
+        for (i, (row, out)) in values.chunks_exact(d).zip(portable[1].chunks_exact(d)).enumerate() {
+            for j in 0..d {
+                let want = gelu_f64(row[j] + bias[j]);
+                assert!((out[j] as f64 - want).abs() < 2e-6, "row {i} gelu");
+            }
+        }
+        for isa in Isa::available() {
+            for (ours, want) in run(isa).iter().zip(&portable) {
+                let worst = ours.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(worst <= 1e-6, "{isa:?}: {worst}");
             }
         }
     }

@@ -95,12 +95,15 @@ impl Backward<Flex, 1> for GeluBackward {
 /// `g *= d gelu(x) / dx`.
 fn gelu_grad_slice(isa: Isa, x: &[f32], g: &mut [f32]) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    isa.run(|| {
-        for (g, &x) in g.iter_mut().zip(x) {
-            let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            *g *= cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI;
-        }
-    })
+    isa.run(
+        #[inline(always)]
+        || {
+            for (g, &x) in g.iter_mut().zip(x) {
+                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                *g *= cdf + x * exp(-0.5 * x * x) * INV_SQRT_2PI;
+            }
+        },
+    )
 }
 
 /// SwiGLU's gate: `silu(a) b` of the two halves `[a, b]` of the last dimension, with the
@@ -154,30 +157,36 @@ fn sigmoid(x: f32) -> f32 {
 
 /// Each `width / 2`-long row of `out` is `silu(a) b` of the `width`-long row `[a, b]` of `h`.
 fn swiglu_rows(isa: Isa, h: &[f32], out: &mut [f32], width: usize) {
-    isa.run(|| {
-        for (h, out) in h.chunks_exact(width).zip(out.chunks_exact_mut(width / 2)) {
-            let (a, b) = h.split_at(width / 2);
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = a * sigmoid(a) * b;
+    isa.run(
+        #[inline(always)]
+        || {
+            for (h, out) in h.chunks_exact(width).zip(out.chunks_exact_mut(width / 2)) {
+                let (a, b) = h.split_at(width / 2);
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o = a * sigmoid(a) * b;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// The gradient `dh = [g b s (1 + a (1 - s)), g silu(a)]` (with `s = sigmoid(a)`) of each row.
 fn swiglu_grad_rows(isa: Isa, h: &[f32], g: &[f32], dh: &mut [f32], width: usize) {
-    isa.run(|| {
-        let rows = h.chunks_exact(width).zip(g.chunks_exact(width / 2));
-        for ((h, g), dh) in rows.zip(dh.chunks_exact_mut(width)) {
-            let (a, b) = h.split_at(width / 2);
-            let (da, db) = dh.split_at_mut(width / 2);
-            for i in 0..width / 2 {
-                let s = sigmoid(a[i]);
-                da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
-                db[i] = g[i] * a[i] * s;
+    isa.run(
+        #[inline(always)]
+        || {
+            let rows = h.chunks_exact(width).zip(g.chunks_exact(width / 2));
+            for ((h, g), dh) in rows.zip(dh.chunks_exact_mut(width)) {
+                let (a, b) = h.split_at(width / 2);
+                let (da, db) = dh.split_at_mut(width / 2);
+                for i in 0..width / 2 {
+                    let s = sigmoid(a[i]);
+                    da[i] = g[i] * b[i] * s * (1.0 + a[i] * (1.0 - s));
+                    db[i] = g[i] * a[i] * s;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Where the heads of one operand lie in its buffer: head `h` of image `i` starts at
@@ -309,12 +318,15 @@ fn attention_backward(
 
 /// `ds = p (ds - sum_j ds_j p_j)` on each `t`-long row: softmax's backward pass.
 fn softmax_grad_rows(isa: Isa, probs: &[f32], ds: &mut [f32], t: usize) {
-    isa.run(|| {
-        for (p, d) in probs.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
-            let dot: f32 = p.iter().zip(d.iter()).map(|(p, d)| p * d).sum();
-            d.iter_mut().zip(p).for_each(|(d, p)| *d = p * (*d - dot));
-        }
-    })
+    isa.run(
+        #[inline(always)]
+        || {
+            for (p, d) in probs.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
+                let dot: f32 = p.iter().zip(d.iter()).map(|(p, d)| p * d).sum();
+                d.iter_mut().zip(p).for_each(|(d, p)| *d = p * (*d - dot));
+            }
+        },
+    )
 }
 
 /// Multi-head attention straight from a fused projection `[B, T, 3 H hd]` to the merged

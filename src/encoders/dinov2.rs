@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::cpu_fast::LayerNorm;
+use super::cpu_fast::{LayerNorm, Then, linear_then};
 use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::prelude::*;
@@ -160,11 +160,15 @@ impl Dinov2Layer {
         })
     }
 
+    /// `x + attention(norm1(x)) scale1`, then `x + mlp(norm2(x)) scale2`; the output projections
+    /// add their bias, scale and residual in one pass on the CPU.
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let scale = |s: &Param<Tensor<1>>| s.val().unsqueeze::<3>();
-        let x =
-            x.clone() + self.attention.forward(self.norm1.forward(x)) * scale(&self.layer_scale1);
-        x.clone() + self.mlp.forward(self.norm2.forward(x)) * scale(&self.layer_scale2)
+        let (scale1, scale2) = (self.layer_scale1.val(), self.layer_scale2.val());
+        let context = self.attention.context(self.norm1.forward(x.clone()));
+        let then = Then::ScaledResidual { scale: &scale1 };
+        let x = linear_then(context, &self.attention.output, then, Some(x));
+        let hidden = self.mlp.hidden(self.norm2.forward(x.clone()));
+        linear_then(hidden, &self.mlp.fc_out, Then::ScaledResidual { scale: &scale2 }, Some(x))
     }
 }
 

@@ -6,6 +6,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
+use super::cpu_fast::{Then, linear, linear_then};
 use crate::weights::TensorReader;
 
 /// The side of a configuration's trained position grid. Sizes the model cannot have are refused
@@ -110,8 +111,12 @@ impl SelfAttention {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let context = super::cpu_fast::fused_attention(self.qkv.forward(x), self.heads);
-        self.output.forward(context)
+        linear(self.context(x), &self.output)
+    }
+
+    /// The attention's context `[B, T, dim]`, before the output projection.
+    pub fn context(&self, x: Tensor<3>) -> Tensor<3> {
+        super::cpu_fast::fused_attention(linear(x, &self.qkv), self.heads)
     }
 }
 
@@ -161,14 +166,21 @@ pub enum MlpKind {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = self.fc_in.forward(x);
-        let hidden = match self.kind {
-            MlpKind::Plain(act) => act.apply(hidden),
+        linear(self.hidden(x), &self.fc_out)
+    }
+
+    /// The activated hidden layer, before `fc_out`.
+    pub fn hidden(&self, x: Tensor<3>) -> Tensor<3> {
+        match self.kind {
+            MlpKind::Plain(act) => {
+                let tanh = act == Activation::GeluTanh;
+                linear_then(x, &self.fc_in, Then::Gelu { tanh }, None)
+            }
             MlpKind::SwiGlu => {
+                let hidden = linear(x, &self.fc_in);
                 let [gate, up] = hidden.chunk(2, 2).try_into().expect("two halves");
                 silu(gate) * up
             }
-        };
-        self.fc_out.forward(hidden)
+        }
     }
 }
