@@ -323,7 +323,11 @@ fn softmax_grad_rows(isa: Isa, probs: &[f32], ds: &mut [f32], t: usize) {
         || {
             for (p, d) in probs.chunks_exact(t).zip(ds.chunks_exact_mut(t)) {
                 let dot: f32 = p.iter().zip(d.iter()).map(|(p, d)| p * d).sum();
-                d.iter_mut().zip(p).for_each(|(d, p)| *d = p * (*d - dot));
+                // A plain loop: a `for_each` closure is not inlined into the dispatched
+                // function and would run without its wider instructions.
+                for (d, p) in d.iter_mut().zip(p) {
+                    *d = p * (*d - dot);
+                }
             }
         },
     )
