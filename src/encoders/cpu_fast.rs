@@ -253,12 +253,8 @@ pub fn linear_then<const D: usize>(
     let rows = dims[..D - 1].iter().product::<usize>();
     let mut out_dims = dims;
     out_dims[D - 1] = d_out;
-    let flex = |t: Tensor<D>| t.try_into_primitive::<Flex>().expect("a CPU tensor");
-    let input = contiguous(flex(x));
-    let weight = contiguous(weight.try_into_primitive::<Flex>().expect("a CPU tensor"));
-    let bias = bias.map(|b| contiguous(b.try_into_primitive::<Flex>().expect("a CPU tensor")));
-    let (input, weight) = (input.as_slice::<f32>().unwrap(), weight.as_slice::<f32>().unwrap());
-    let bias = bias.as_ref().map(|b| b.as_slice::<f32>().unwrap());
+    let (input, weight, bias) = (flex_buffer(x), flex_buffer(weight), bias.map(flex_buffer));
+    let (input, weight, bias) = (values(&input), values(&weight), bias.as_ref().map(values));
     // Not zeroed first: gemm writes every element without reading it (`read_dst` false).
     let mut y = Vec::<f32>::with_capacity(rows * d_out);
     let parallel = rows * d_out * d_in >= PARALLEL_PRODUCT;
@@ -302,9 +298,8 @@ pub fn linear_then<const D: usize>(
             Tensor::from_data(TensorData::new(y, out_dims), &Device::flex())
         }
         Then::ScaledResidual { scale } => {
-            let scale =
-                contiguous(scale.clone().try_into_primitive::<Flex>().expect("a CPU tensor"));
-            let scale = scale.as_slice::<f32>().unwrap();
+            let scale = flex_buffer(scale.clone());
+            let scale = values(&scale);
             assert_eq!(scale.len(), d_out, "one scale per output feature");
             let residual = residual.expect("a residual");
             assert_eq!(residual.dims(), out_dims, "the residual has the output's shape");
@@ -375,8 +370,18 @@ fn scaled_residual_rows(isa: Isa, x: &mut [f32], y: &[f32], bias: Option<&[f32]>
 const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
 
 /// A CPU tensor's values in row-major order, copied only when its layout is not contiguous.
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+/// The values of a contiguous f32 tensor (see [`contiguous`]).
+pub(super) fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// A plain CPU tensor's buffer, contiguous (callers check [`on_plain_cpu`] first).
+fn flex_buffer<const D: usize>(t: Tensor<D>) -> FlexTensor {
+    contiguous(t.try_into_primitive::<Flex>().expect("a CPU tensor"))
 }
 
 /// Attention scores per task at most (320 KiB, a third of a Zen 4 core's L2 cache); 224 px

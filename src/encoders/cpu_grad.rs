@@ -17,7 +17,9 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::cpu_fast::{CHUNK, Isa, SendPtr, Strided, erf, exp, gelu_slice, product, softmax_rows};
+use super::cpu_fast::{
+    CHUNK, Isa, SendPtr, Strided, contiguous, erf, exp, gelu_slice, product, softmax_rows, values,
+};
 
 type Ad = Autodiff<Flex, NoCheckpointing>;
 type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
@@ -28,15 +30,6 @@ fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
         return None;
     }
     x.clone().try_into_primitive::<Ad>().ok()
-}
-
-/// A tensor's values in row-major order, copied only when its layout is not contiguous.
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() { t.clone() } else { t.to_contiguous() }
-}
-
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
 fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
@@ -65,7 +58,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Option<Tensor<D>> {
 
 fn gelu_on<const D: usize>(isa: Isa, x: Tensor<D>) -> Option<Tensor<D>> {
     let ad = tracked(&x)?;
-    let input = contiguous(ad.primitive());
+    let input = contiguous(ad.primitive().clone());
     let mut out = values(&input).to_vec();
     out.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c));
     let out = flex(out, input.layout().shape().clone());
@@ -117,7 +110,7 @@ fn swiglu_on<const D: usize>(isa: Isa, h: Tensor<D>) -> Option<Tensor<D>> {
     let mut dims = h.dims();
     let width = dims[D - 1];
     dims[D - 1] = width / 2;
-    let input = contiguous(ad.primitive());
+    let input = contiguous(ad.primitive().clone());
     let mut out = vec![0.0f32; values(&input).len() / 2];
     let rows = (CHUNK / width).max(1);
     out.par_chunks_mut(rows * width / 2)
@@ -135,7 +128,7 @@ impl Backward<Flex, 1> for SwiGluBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<FlexTensor, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let [Some(parent)] = ops.parents else { return };
         let h = values(&ops.state);
         let width = ops.state.layout().shape()[ops.state.layout().shape().num_dims() - 1];
@@ -344,7 +337,7 @@ fn attention_packed_on(isa: Isa, qkv: Tensor<3>, heads: usize) -> Option<Tensor<
     let ad = tracked(&qkv)?;
     let [b, t, d3] = qkv.dims();
     let dims = [b, heads, t, d3 / 3 / heads];
-    let input = contiguous(ad.primitive());
+    let input = contiguous(ad.primitive().clone());
     let x = values(&input);
     let parts = [0, 1, 2].map(|i| (x, Heads::packed(dims, i)));
     let (out, probs) = attention_forward(isa, parts, dims);
@@ -362,7 +355,7 @@ impl Backward<Flex, 1> for PackedAttention {
     type State = (FlexTensor, Vec<f32>, [usize; 4]);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let [Some(parent)] = ops.parents else { return };
         let (input, probs, dims) = ops.state;
         let x = values(&input);
@@ -387,7 +380,7 @@ fn attention_split_on(isa: Isa, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Opt
         return None;
     }
     let ads = [tracked(&q)?, tracked(&k)?, tracked(&v)?];
-    let inputs = ads.each_ref().map(|a| contiguous(a.primitive()));
+    let inputs = ads.each_ref().map(|a| contiguous(a.primitive().clone()));
     let [b, h, t, hd] = dims;
     let parts = inputs.each_ref().map(|x| (values(x), Heads::split(dims)));
     let (out, probs) = attention_forward(isa, parts, dims);
@@ -404,7 +397,7 @@ impl Backward<Flex, 3> for SplitAttention {
     type State = ([FlexTensor; 3], Vec<f32>, [usize; 4]);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (inputs, probs, dims) = ops.state;
         let mut outputs = [0, 1, 2].map(|_| vec![0.0f32; dims.iter().product()]);
         let targets = outputs.each_mut().map(|o| (SendPtr(o.as_mut_ptr()), Heads::split(dims)));
