@@ -14,24 +14,20 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import load_file
 
+import _common
+
 P, G, S = 14, 16, 224
 EXT = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.tif', '.tiff', '.gif')
 
 def crop(path):
-    # As the binary does: alpha over white, shorter side to 224 (bicubic), centre square.
+    # As the binary does: alpha over white, then shorter side to 224 and the centre square.
     im = Image.open(path)
     if im.mode in ('RGBA', 'LA', 'P', 'PA'):
         im = im.convert('RGBA')
         bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
         bg.alpha_composite(im)
         im = bg
-    im = im.convert('RGB')
-    w, h = im.size
-    k = S / min(w, h)
-    im = im.resize((max(S, round(w * k)), max(S, round(h * k))), Image.BICUBIC)
-    w, h = im.size
-    l, t = (w - S) // 2, (h - S) // 2
-    return np.asarray(im.crop((l, t, l + S, t + S)), dtype=np.float32) / 255
+    return np.asarray(_common.resize_shorter_center_crop(im.convert('RGB'), S), dtype=np.float32) / 255
 
 def patches(img):
     return img.reshape(G, P, G, P, 3).transpose(0, 2, 1, 3, 4).reshape(G * G, P * P * 3)
