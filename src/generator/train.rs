@@ -2,7 +2,6 @@
 //! dropout for guidance, AdamW with warm-up and cosine decay, EMA weights, a NaN guard, atomic
 //! resumable checkpoints, metrics and preview samples. The same machinery as FAE training.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -26,7 +25,9 @@ use crate::fae::model::Rope2d;
 use crate::fsutil::write_png;
 use crate::rng::Rng;
 use crate::train::data::FeatureCache;
-use crate::train::shared::{NanGuard, ema_update, progress_bar, update, warmup_cosine};
+use crate::train::shared::{
+    NanGuard, ema_update, metrics_log, progress_bar, update, warmup_cosine,
+};
 
 /// The run's settings; everything but the paths and `steps` is recorded for `--resume`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -235,7 +236,7 @@ pub fn fit(
     fae: Option<&Fae>,
     device: &Device,
     stop: &AtomicBool,
-    mut on_event: impl FnMut(&serde_json::Value),
+    on_event: impl FnMut(&serde_json::Value),
 ) -> Result<GeneratorSummary> {
     if set.is_empty() {
         bail!("no latents to train on");
@@ -276,16 +277,7 @@ pub fn fit(
     };
     let null = model.config.null_class();
     let rope = model.rope(&ad);
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(options.out.join("metrics.jsonl"))
-        .context("cannot open metrics.jsonl")?;
-    let mut log = |record: serde_json::Value| -> Result<()> {
-        writeln!(metrics_file, "{record}")?;
-        on_event(&record);
-        Ok(())
-    };
+    let mut log = metrics_log(&options.out, on_event)?;
     let save_all = |step: u64,
                     model: &FlowTransformer,
                     ema: &FlowTransformer,

@@ -1,7 +1,6 @@
 //! The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA weights,
 //! NaN/Inf guard, atomic resumable checkpoints, metrics and validation.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -20,7 +19,7 @@ use super::discriminator::{Discriminator, hinge_d};
 use super::loss::scalar;
 // Re-exported: `train::run::{Stage, TrainOptions}` are the paths other code has used.
 pub use super::options::{Stage, TrainOptions};
-use super::shared::{NanGuard, ema_update, progress_bar, update};
+use super::shared::{NanGuard, ema_update, metrics_log, progress_bar, update};
 use super::step::{self, Phase, StepContext, StepLoss};
 use super::validate::{latent_stats, runtime, validate};
 use crate::encoders::source;
@@ -68,7 +67,7 @@ pub fn train(
     mut options: TrainOptions,
     device: &Device,
     stop: &AtomicBool,
-    mut on_event: impl FnMut(&serde_json::Value),
+    on_event: impl FnMut(&serde_json::Value),
 ) -> Result<TrainSummary> {
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
@@ -221,16 +220,7 @@ pub fn train(
         size: options.size,
         device: device.clone(),
     };
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(options.out.join("metrics.jsonl"))
-        .context("cannot open metrics.jsonl")?;
-    let mut log = |record: serde_json::Value| -> Result<()> {
-        writeln!(metrics_file, "{record}")?;
-        on_event(&record);
-        Ok(())
-    };
+    let mut log = metrics_log(&options.out, on_event)?;
 
     if options.resume && options.stage != Stage::Pixel && options.phase(step).0 != Phase::Fae {
         // Resumed past the FAE phase (perhaps with fewer --steps): statistics of the final FAE.

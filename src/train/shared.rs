@@ -8,6 +8,26 @@ use burn::prelude::*;
 
 use crate::param_paths::{self, PathMapper, PathVisitor};
 
+/// A run's `metrics.jsonl`, opened for appending (a resumed run continues it): `log` writes one
+/// record a line and hands it to `on_event` (the app's curves).
+pub fn metrics_log(
+    dir: &std::path::Path,
+    mut on_event: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<impl FnMut(serde_json::Value) -> anyhow::Result<()>> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("metrics.jsonl"))
+        .context("cannot open metrics.jsonl")?;
+    Ok(move |record: serde_json::Value| -> anyhow::Result<()> {
+        writeln!(file, "{record}")?;
+        on_event(&record);
+        Ok(())
+    })
+}
+
 /// Skips steps whose loss is not finite, halving the learning rate each time.
 #[derive(Clone, Copy, Debug)]
 pub struct NanGuard {
