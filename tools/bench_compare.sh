@@ -2,8 +2,10 @@
 # FAE Studio against the references on this CPU, in one run, printing the JSON rows, then a table.
 #
 #   bash tools/setup_python.sh        # once (the reference environment, see tools/requirements.txt)
-#   tools/bench_compare.sh [--quick]  # the DINOv2-S encoder: burn's CPU backend against ONNX
-#                                     # Runtime and PyTorch on the same weights
+#   tools/bench_compare.sh [--quick] [--rounds R]
+#                                     # the DINOv2-S encoder: burn's CPU backend against ONNX
+#                                     # Runtime and PyTorch on the same weights, R rounds (default
+#                                     # 1) with the side that goes first alternating
 #   tools/bench_compare.sh --train [--rounds 3] [--runs 3] [--threads N] [--size 224] [--batch 8]
 #                          [--stages train_fae,train_pixel,train_pixel_decoded,train_generator]
 #                                     # training steps: `fae-studio bench --stage train_*` against
@@ -17,7 +19,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-/work/pyenv/bin/python}
-train=0 rounds=3 runs=3 threads=$(nproc) size=224 batch=8
+train=0 rounds= runs=3 threads=$(nproc) size=224 batch=8
 stages=train_fae,train_pixel,train_pixel_decoded,train_generator
 encoder_args=()
 while [ $# -gt 0 ]; do
@@ -38,17 +40,34 @@ bin="$root/target/release/fae-studio"
 rows=$(mktemp)
 
 if [ "$train" = 0 ]; then
-    "$bin" bench --json --backend cpu --stage encoder --sizes 224,448 --batches 1,8 --runs 10 | tee "$rows"
-    (cd "$root/tools" && "$python" bench_reference.py "${encoder_args[@]}") | tee -a "$rows"
+    rust_encoder() {
+        "$bin" bench --json --backend cpu --stage encoder --sizes 224,448 --batches 1,8 --runs 10
+    }
+    references() { (cd "$root/tools" && "$python" bench_reference.py "${encoder_args[@]}"); }
+    for round in $(seq 1 "${rounds:-1}"); do
+        if [ $((round % 2)) = 1 ]; then
+            rust_encoder | tee -a "$rows"; references | tee -a "$rows"
+        else
+            references | tee -a "$rows"; rust_encoder | tee -a "$rows"
+        fi
+    done
     python3 - "$rows" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-print("\n| backend | size | batch | median ms |\n|---|---|---|---|")
-for r in sorted(rows, key=lambda r: (r["size"], r["batch"], r["median_ms"])):
-    print(f"| {r['backend']} | {r['size']} | {r['batch']} | {r['median_ms']:.1f} |")
+groups = {}
+for r in rows:
+    groups.setdefault((r["size"], r["batch"], r["backend"]), []).append(r)
+print("\nmedian of the rounds' medians; minimum of all runs\n")
+print("| backend | size | batch | rounds | median ms | minimum ms |\n|---|---|---|---|---|---|")
+for (size, batch, backend), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
+        statistics.median(r["median_ms"] for r in kv[1]))):
+    med = statistics.median(r["median_ms"] for r in rs)
+    low = min(r.get("min_ms", r["median_ms"]) for r in rs)
+    print(f"| {backend} | {size} | {batch} | {len(rs)} | {med:.1f} | {low:.1f} |")
 PY
     exit 0
 fi
+rounds=${rounds:-3}
 
 rust() {
     RAYON_NUM_THREADS=$threads "$bin" bench --json --backend cpu --stage "$1" --runs "$runs" \
