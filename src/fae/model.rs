@@ -52,8 +52,19 @@ impl Rope2d {
         }
     }
 
-    /// Rotates `[B, heads, tokens, head_dim]`.
+    /// Rotates `[B, heads, tokens, head_dim]`: under autodiff on the CPU as one fused node.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        cpu_grad::rope(x.clone(), &self.cos, &self.sin).unwrap_or_else(|| self.apply_with_burn(x))
+    }
+
+    /// The cosine and sine tables, `[1, 1, tokens, head_dim]`.
+    #[cfg(test)]
+    pub(crate) fn tables(&self) -> (&Tensor<4>, &Tensor<4>) {
+        (&self.cos, &self.sin)
+    }
+
+    /// [`Self::apply`] through burn's operations.
+    pub(crate) fn apply_with_burn(&self, x: Tensor<4>) -> Tensor<4> {
         let hd = x.dims()[3];
         let (section, half) = (hd / 2, hd / 4);
         let part = |start: usize| x.clone().narrow(3, start, half);
