@@ -1,8 +1,8 @@
 //! The frozen encoders' steps between matrix products, on the CPU backend: GELU, layer norm and
 //! attention, split across rayon's threads. burn-flex runs GELU and layer norm on one thread (GELU
 //! through libm's scalar `erff`, a fifth of DINOv2-S's time at 224 px) and copies the heads
-//! apart for attention. Under autodiff GELU and attention run as `cpu_grad`'s fused operations;
-//! other backends keep burn's own operations.
+//! apart for attention. Under autodiff GELU, attention and layer norm run as `cpu_grad`'s fused
+//! operations; other backends keep burn's own operations.
 //!
 //! The binary targets baseline x86-64, so the element-wise loops are also compiled for AVX2 + FMA
 //! and AVX-512 (through pulp, gemm's own dispatcher) and the best the CPU has is chosen at run
@@ -480,7 +480,7 @@ fn softmax_in_place(row: &mut [f32]) {
 /// floating-point addition is not associative. Plain `for` loops here and in every dispatched
 /// loop: iterator adapters (`for_each`, `fold`) may stay out of line, compiled for the baseline.
 #[inline(always)]
-fn reduce_lanes(
+pub(super) fn reduce_lanes(
     values: &[f32],
     init: f32,
     map: impl Fn(f32) -> f32,
@@ -545,7 +545,11 @@ impl LayerNorm {
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if !on_plain_cpu(&x) {
-            return self.inner.forward(x);
+            // Under autodiff (the frozen encoder of the perceptual term) the fused node.
+            let (gamma, beta) = (self.inner.gamma.val(), self.inner.beta.as_ref().map(|b| b.val()));
+            let fused =
+                beta.and_then(|b| super::cpu_grad::layer_norm(x.clone(), gamma, b, self.eps));
+            return fused.unwrap_or_else(|| self.inner.forward(x));
         }
         let gamma = host_values(self.inner.gamma.val());
         let beta = self.inner.beta.as_ref().map(|b| host_values(b.val()));

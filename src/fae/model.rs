@@ -52,8 +52,19 @@ impl Rope2d {
         }
     }
 
-    /// Rotates `[B, heads, tokens, head_dim]`.
+    /// Rotates `[B, heads, tokens, head_dim]`: under autodiff on the CPU as one fused node.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        cpu_grad::rope(x.clone(), &self.cos, &self.sin).unwrap_or_else(|| self.apply_with_burn(x))
+    }
+
+    /// The cosine and sine tables, `[1, 1, tokens, head_dim]`.
+    #[cfg(test)]
+    pub(crate) fn tables(&self) -> (&Tensor<4>, &Tensor<4>) {
+        (&self.cos, &self.sin)
+    }
+
+    /// [`Self::apply`] through burn's operations.
+    pub(crate) fn apply_with_burn(&self, x: Tensor<4>) -> Tensor<4> {
         let hd = x.dims()[3];
         let (section, half) = (hd / 2, hd / 4);
         let part = |start: usize| x.clone().narrow(3, start, half);
@@ -68,6 +79,16 @@ impl Rope2d {
 fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     cpu_grad::gelu(x.clone()).unwrap_or_else(|| burn::tensor::activation::gelu(x))
 }
+
+/// RMS norm: under autodiff on the CPU the fused operation with its own backward pass,
+/// elsewhere burn's.
+pub fn rms_norm<const D: usize>(norm: &RmsNorm, x: Tensor<D>) -> Tensor<D> {
+    cpu_grad::rms_norm(x.clone(), norm.gamma.val(), norm.epsilon).unwrap_or_else(|| norm.forward(x))
+}
+
+/// The encoder's layer norm epsilon (PyTorch's default), spelled out for the fused path: burn's
+/// `LayerNorm` keeps its own private.
+const ENCODER_NORM_EPS: f64 = 1e-5;
 
 /// Multi-head self-attention whose inner width may differ from the model width.
 #[derive(Module, Debug)]
@@ -167,8 +188,8 @@ impl Block {
     }
 
     pub fn forward(&self, x: Tensor<3>, rope: &Rope2d) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x), Some(rope));
-        x.clone() + self.mlp.forward(self.norm2.forward(x))
+        let x = x.clone() + self.attn.forward(rms_norm(&self.norm1, x), Some(rope));
+        x.clone() + self.mlp.forward(rms_norm(&self.norm2, x))
     }
 }
 
@@ -184,7 +205,7 @@ pub struct FaeEncoder {
 impl FaeEncoder {
     pub fn new(cfg: &FaeConfig, device: &Device) -> Self {
         Self {
-            norm: LayerNormConfig::new(cfg.encoder_dim).init(device),
+            norm: LayerNormConfig::new(cfg.encoder_dim).with_epsilon(ENCODER_NORM_EPS).init(device),
             attn: Attention::new(cfg.encoder_dim, cfg.enc_heads, cfg.enc_head_dim, device),
             to_latent: LinearConfig::new(cfg.encoder_dim, 2 * cfg.latent_channels).init(device),
         }
@@ -192,7 +213,11 @@ impl FaeEncoder {
 
     /// Features `[B, T, D]` to latent mean and log-variance, each `[B, T, C]`.
     pub fn forward(&self, features: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
-        let x = features.clone() + self.attn.forward(self.norm.forward(features), None);
+        let (gamma, beta) = (self.norm.gamma.val(), self.norm.beta.as_ref().map(|b| b.val()));
+        let normed = beta
+            .and_then(|beta| cpu_grad::layer_norm(features.clone(), gamma, beta, ENCODER_NORM_EPS))
+            .unwrap_or_else(|| self.norm.forward(features.clone()));
+        let x = features + self.attn.forward(normed, None);
         let stats = self.to_latent.forward(gelu(x));
         let c = stats.dims()[2] / 2;
         let mean = stats.clone().narrow(2, 0, c);
@@ -234,7 +259,7 @@ impl FeatureDecoder {
         for block in &self.blocks {
             x = block.forward(x, &rope);
         }
-        self.output.forward(self.norm.forward(x))
+        self.output.forward(rms_norm(&self.norm, x))
     }
 }
 
@@ -349,7 +374,7 @@ impl PixelDecoder {
         for block in &self.blocks {
             x = block.forward(x, &rope);
         }
-        let tokens = self.norm.forward(x);
+        let tokens = rms_norm(&self.norm, x);
         let image = match (&self.to_pixels, &self.conv_head) {
             (Some(linear), _) => pixel_shuffle(linear.forward(tokens), grid, self.patch),
             (None, Some(conv)) => conv.forward(tokens, grid, self.patch),

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::config::GeneratorConfig;
-use crate::fae::model::{Attention, Rope2d, SwiGlu};
+use crate::fae::model::{Attention, Rope2d, SwiGlu, rms_norm};
 
 /// Frequencies of the sinusoidal time embedding.
 const TIME_FREQS: usize = 256;
@@ -76,9 +76,9 @@ impl FlowBlock {
 
     fn forward(&self, x: Tensor<3>, cond: Tensor<2>, rope: &Rope2d) -> Tensor<3> {
         let m = chunks(self.adaln.forward(cond), 6);
-        let h = modulate(self.norm1.forward(x.clone()), m[0].clone(), m[1].clone());
+        let h = modulate(rms_norm(&self.norm1, x.clone()), m[0].clone(), m[1].clone());
         let x = x + self.attn.forward(h, Some(rope)) * m[2].clone();
-        let h = modulate(self.norm2.forward(x.clone()), m[3].clone(), m[4].clone());
+        let h = modulate(rms_norm(&self.norm2, x.clone()), m[3].clone(), m[4].clone());
         x + self.mlp.forward(h) * m[5].clone()
     }
 }
@@ -149,7 +149,7 @@ impl FlowTransformer {
         }
         let f = &self.final_layer;
         let m = chunks(f.adaln.forward(cond), 2);
-        let h = modulate(f.norm.forward(h), m[0].clone(), m[1].clone());
+        let h = modulate(rms_norm(&f.norm, h), m[0].clone(), m[1].clone());
         self.unpatchify(f.linear.forward(h))
     }
 
