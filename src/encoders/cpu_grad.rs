@@ -21,24 +21,24 @@ use super::cpu_fast::{
     CHUNK, Isa, SendPtr, Strided, contiguous, erf, exp, gelu_slice, product, softmax_rows, values,
 };
 
-type Ad = Autodiff<Flex, NoCheckpointing>;
-type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
+pub(super) type Ad = Autodiff<Flex, NoCheckpointing>;
+pub(super) type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
 
 /// The autodiff primitive of `x` when the fused operations apply to it.
-fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
+pub(super) fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
     if x.dtype() != DType::F32 || !x.device().is_autodiff() {
         return None;
     }
     x.clone().try_into_primitive::<Ad>().ok()
 }
 
-fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+pub(super) fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 /// Registers `output` as the result of `backward` on `inputs`, keeping `state` for the
 /// backward pass when any input needs a gradient.
-fn record<B: Backward<Flex, N>, const N: usize>(
+pub(super) fn record<B: Backward<Flex, N>, const N: usize>(
     backward: B,
     inputs: [&AdTensor; N],
     state: impl FnOnce() -> B::State,
