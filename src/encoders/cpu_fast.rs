@@ -165,7 +165,7 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     let device = qkv.device();
     let data = qkv.into_data();
     let input = data.as_slice::<f32>().expect("f32 tensor");
-    let mut output = vec![0.0f32; b * t * d];
+    let mut output = zeros(b * t * d);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let out_ptr = SendPtr(output.as_mut_ptr());
     let isa = Isa::best();
@@ -364,6 +364,17 @@ fn scaled_residual_rows(isa: Isa, x: &mut [f32], y: &[f32], bias: Option<&[f32]>
 /// A CPU tensor's values in row-major order, copied only when its layout is not contiguous.
 pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+/// `n` zeros, written in parallel: a large `vec![0.0; n]` is zeroed (or its fresh pages faulted
+/// in) by the calling thread alone while the others wait.
+pub(super) fn zeros(n: usize) -> Vec<f32> {
+    (0..n).into_par_iter().map(|_| 0.0).collect()
+}
+
+/// A copy of `x`, written in parallel (see [`zeros`]).
+pub(super) fn copied(x: &[f32]) -> Vec<f32> {
+    x.par_iter().copied().collect()
 }
 
 /// The values of a contiguous f32 tensor (see [`contiguous`]).

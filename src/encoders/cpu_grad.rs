@@ -18,7 +18,8 @@ use burn::tensor::DType;
 use rayon::prelude::*;
 
 use super::cpu_fast::{
-    CHUNK, Isa, SendPtr, Strided, contiguous, erf, exp, gelu_slice, product, softmax_rows, values,
+    CHUNK, Isa, SendPtr, Strided, contiguous, copied, erf, exp, gelu_slice, product, softmax_rows,
+    values, zeros,
 };
 
 pub(super) type Ad = Autodiff<Flex, NoCheckpointing>;
@@ -59,7 +60,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Option<Tensor<D>> {
 fn gelu_on<const D: usize>(isa: Isa, x: Tensor<D>) -> Option<Tensor<D>> {
     let ad = tracked(&x)?;
     let input = contiguous(ad.primitive().clone());
-    let mut out = values(&input).to_vec();
+    let mut out = copied(values(&input));
     out.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c));
     let out = flex(out, input.layout().shape().clone());
     let result = record(GeluBackward(isa), [&ad], || input, out);
@@ -111,7 +112,7 @@ fn swiglu_on<const D: usize>(isa: Isa, h: Tensor<D>) -> Option<Tensor<D>> {
     let width = dims[D - 1];
     dims[D - 1] = width / 2;
     let input = contiguous(ad.primitive().clone());
-    let mut out = vec![0.0f32; values(&input).len() / 2];
+    let mut out = zeros(values(&input).len() / 2);
     let rows = (CHUNK / width).max(1);
     out.par_chunks_mut(rows * width / 2)
         .zip(values(&input).par_chunks(rows * width))
@@ -132,7 +133,7 @@ impl Backward<Flex, 1> for SwiGluBackward {
         let [Some(parent)] = ops.parents else { return };
         let h = values(&ops.state);
         let width = ops.state.layout().shape()[ops.state.layout().shape().num_dims() - 1];
-        let mut dh = vec![0.0f32; h.len()];
+        let mut dh = zeros(h.len());
         let rows = (CHUNK / width).max(1);
         dh.par_chunks_mut(rows * width)
             .zip(h.par_chunks(rows * width).zip(values(&grad).par_chunks(rows * width / 2)))
@@ -224,8 +225,8 @@ fn attention_forward(isa: Isa, qkv: Qkv, dims: [usize; 4]) -> (Vec<f32>, Vec<f32
     let [b, heads, t, hd] = dims;
     let [(q, ql), (k, kl), (v, vl)] = qkv;
     let out_layout = Heads::merged(dims);
-    let mut out = vec![0.0f32; b * t * heads * hd];
-    let mut probs = vec![0.0f32; b * heads * t * t];
+    let mut out = zeros(b * t * heads * hd);
+    let mut probs = zeros(b * heads * t * t);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let scale = 1.0 / (hd as f32).sqrt();
     probs.par_chunks_mut(t * t).enumerate().for_each(|(task, p)| {
@@ -359,7 +360,7 @@ impl Backward<Flex, 1> for PackedAttention {
         let [Some(parent)] = ops.parents else { return };
         let (input, probs, dims) = ops.state;
         let x = values(&input);
-        let mut dx = vec![0.0f32; x.len()];
+        let mut dx = zeros(x.len());
         let ptr = SendPtr(dx.as_mut_ptr());
         let parts = [0, 1, 2].map(|i| (x, Heads::packed(dims, i)));
         let targets = [0, 1, 2].map(|i| (ptr, Heads::packed(dims, i)));
@@ -399,7 +400,7 @@ impl Backward<Flex, 3> for SplitAttention {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (inputs, probs, dims) = ops.state;
-        let mut outputs = [0, 1, 2].map(|_| vec![0.0f32; dims.iter().product()]);
+        let mut outputs = [0, 1, 2].map(|_| zeros(dims.iter().product()));
         let targets = outputs.each_mut().map(|o| (SendPtr(o.as_mut_ptr()), Heads::split(dims)));
         let parts = inputs.each_ref().map(|x| (values(x), Heads::split(dims)));
         attention_backward(self.0, parts, &probs, values(&grad), dims, targets);
