@@ -19,6 +19,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use super::cpu_linear::product_into;
 use crate::weights::TensorReader;
 
 /// Elements per rayon task: large enough to amortise scheduling.
@@ -164,7 +165,7 @@ pub fn fused_attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     let device = qkv.device();
     let data = qkv.into_data();
     let input = data.as_slice::<f32>().expect("f32 tensor");
-    let mut output = vec![0.0f32; b * t * d];
+    let mut output = zeros(b * t * d);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let out_ptr = SendPtr(output.as_mut_ptr());
     let isa = Isa::best();
@@ -238,7 +239,7 @@ pub fn linear_then<const D: usize>(
     // Empty products (nothing for gemm to write) take burn's path too.
     let empty = x.shape().num_elements() == 0 || weight.shape().num_elements() == 0;
     if !on_plain_cpu(&x) || !weights_on_cpu || !scale_on_cpu || empty {
-        let y = layer.forward(x);
+        let y = super::cpu_linear::linear(x.clone(), layer).unwrap_or_else(|| layer.forward(x));
         return match then {
             Then::Bias => y,
             Then::Gelu { tanh: false } => gelu(y),
@@ -255,32 +256,20 @@ pub fn linear_then<const D: usize>(
     out_dims[D - 1] = d_out;
     let (input, weight, bias) = (flex_buffer(x), flex_buffer(weight), bias.map(flex_buffer));
     let (input, weight, bias) = (values(&input), values(&weight), bias.as_ref().map(values));
-    // Not zeroed first: gemm writes every element without reading it (`read_dst` false).
+    // Not zeroed first: gemm writes every element without reading it.
     let mut y = Vec::<f32>::with_capacity(rows * d_out);
-    let parallel = rows * d_out * d_in >= PARALLEL_PRODUCT;
     // SAFETY: `input` holds rows x d_in values, `weight` d_in x d_out, `y` room for rows x d_out,
     // all of which gemm writes before `set_len`.
     unsafe {
-        gemm::gemm(
-            rows,
-            d_out,
-            d_in,
+        let (lhs, rhs) = (
+            Strided::rows(input.as_ptr(), d_in as isize),
+            Strided::rows(weight.as_ptr(), d_out as isize),
+        );
+        product_into(
             y.spare_capacity_mut().as_mut_ptr().cast::<f32>(),
-            1,
-            d_out as isize,
-            false,
-            input.as_ptr(),
-            1,
-            d_in as isize,
-            weight.as_ptr(),
-            1,
-            d_out as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None },
+            lhs,
+            rhs,
+            [rows, d_out, d_in],
         );
         y.set_len(rows * d_out);
     }
@@ -314,7 +303,13 @@ pub fn linear_then<const D: usize>(
 
 /// `act(y + b)` for each `d`-long row of `rows`, in place; the activation GELU, its tanh form
 /// (`Some(true)`) or none.
-fn bias_act_rows(isa: Isa, rows: &mut [f32], bias: Option<&[f32]>, d: usize, act: Option<bool>) {
+pub(super) fn bias_act_rows(
+    isa: Isa,
+    rows: &mut [f32],
+    bias: Option<&[f32]>,
+    d: usize,
+    act: Option<bool>,
+) {
     isa.run(
         #[inline(always)]
         || {
@@ -366,12 +361,20 @@ fn scaled_residual_rows(isa: Isa, x: &mut [f32], y: &[f32], bias: Option<&[f32]>
     )
 }
 
-/// Products of at least this many multiply-adds are split across threads (burn-flex's choice).
-const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
-
 /// A CPU tensor's values in row-major order, copied only when its layout is not contiguous.
 pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+/// `n` zeros, written in parallel: a large `vec![0.0; n]` is zeroed (or its fresh pages faulted
+/// in) by the calling thread alone while the others wait.
+pub(super) fn zeros(n: usize) -> Vec<f32> {
+    (0..n).into_par_iter().map(|_| 0.0).collect()
+}
+
+/// A copy of `x`, written in parallel (see [`zeros`]).
+pub(super) fn copied(x: &[f32]) -> Vec<f32> {
+    x.par_iter().copied().collect()
 }
 
 /// The values of a contiguous f32 tensor (see [`contiguous`]).

@@ -6,6 +6,7 @@
 
 pub mod cpu_fast;
 pub mod cpu_grad;
+pub mod cpu_linear;
 pub mod dinov2;
 pub mod hub;
 mod interpolate;

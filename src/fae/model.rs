@@ -11,6 +11,7 @@ use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use super::config::{FaeConfig, PixelHead};
+use crate::encoders::cpu_fast::linear;
 use crate::encoders::cpu_grad;
 use crate::param_paths::{self, PathMapper};
 
@@ -115,9 +116,7 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, rope: Option<&Rope2d>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let inner = self.heads * self.head_dim;
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear(x, &self.qkv)
             .reshape([b, t, 3, self.heads, self.head_dim])
             .permute([2, 0, 3, 1, 4]);
         let take =
@@ -133,7 +132,7 @@ impl Attention {
                 .swap_dims(1, 2)
                 .reshape([b, t, inner]),
         };
-        self.out.forward(context)
+        linear(context, &self.out)
     }
 }
 
@@ -159,12 +158,12 @@ impl SwiGlu {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.gate_up.forward(x);
+        let h = linear(x, &self.gate_up);
         let hidden = cpu_grad::swiglu(h.clone()).unwrap_or_else(|| {
             let half = h.dims()[2] / 2;
             silu(h.clone().narrow(2, 0, half)) * h.narrow(2, half, half)
         });
-        self.down.forward(hidden)
+        linear(hidden, &self.down)
     }
 }
 
@@ -218,7 +217,7 @@ impl FaeEncoder {
             .and_then(|beta| cpu_grad::layer_norm(features.clone(), gamma, beta, ENCODER_NORM_EPS))
             .unwrap_or_else(|| self.norm.forward(features.clone()));
         let x = features + self.attn.forward(normed, None);
-        let stats = self.to_latent.forward(gelu(x));
+        let stats = linear(gelu(x), &self.to_latent);
         let c = stats.dims()[2] / 2;
         let mean = stats.clone().narrow(2, 0, c);
         let log_var = stats.narrow(2, c, c).clamp(-30.0, 20.0);
@@ -253,13 +252,13 @@ impl FeatureDecoder {
 
     /// Latent `[B, gh * gw, C]` to features `[B, gh * gw, D]`.
     pub fn forward(&self, latent: Tensor<3>, grid: (usize, usize)) -> Tensor<3> {
-        let mut x = self.input.forward(latent);
+        let mut x = linear(latent, &self.input);
         let heads = self.blocks.first().map_or(1, |b| b.attn.heads);
         let rope = Rope2d::new(grid.0, grid.1, x.dims()[2] / heads, self.rope_base, &x.device());
         for block in &self.blocks {
             x = block.forward(x, &rope);
         }
-        self.output.forward(rms_norm(&self.norm, x))
+        linear(rms_norm(&self.norm, x), &self.output)
     }
 }
 
@@ -308,7 +307,7 @@ impl ConvHead {
 
     /// Tokens `[B, gh * gw, width]` to RGB `[B, 3, gh * p, gw * p]` around 0.
     pub fn forward(&self, tokens: Tensor<3>, grid: (usize, usize), patch: usize) -> Tensor<4> {
-        let map = pixel_shuffle(self.to_coarse.forward(tokens), grid, patch / 2);
+        let map = pixel_shuffle(linear(tokens, &self.to_coarse), grid, patch / 2);
         let x = gelu(self.stem.forward(map));
         let [_, _, h, w] = x.dims();
         let nearest = InterpolateOptions::new(InterpolateMode::Nearest);
@@ -368,7 +367,7 @@ impl PixelDecoder {
     /// Features `[B, gh * gw, D]` to RGB `[B, 3, gh * p, gw * p]` in [0, 1] (not clamped).
     pub fn forward(&self, features: Tensor<3>, grid: (usize, usize)) -> Tensor<4> {
         let (gh, gw) = grid;
-        let mut x = self.input.forward(features);
+        let mut x = linear(features, &self.input);
         let heads = self.blocks.first().map_or(1, |b| b.attn.heads);
         let rope = Rope2d::new(gh, gw, x.dims()[2] / heads, self.rope_base, &x.device());
         for block in &self.blocks {
@@ -376,7 +375,7 @@ impl PixelDecoder {
         }
         let tokens = rms_norm(&self.norm, x);
         let image = match (&self.to_pixels, &self.conv_head) {
-            (Some(linear), _) => pixel_shuffle(linear.forward(tokens), grid, self.patch),
+            (Some(layer), _) => pixel_shuffle(linear(tokens, layer), grid, self.patch),
             (None, Some(conv)) => conv.forward(tokens, grid, self.patch),
             (None, None) => unreachable!("a pixel decoder is built with one head"),
         };

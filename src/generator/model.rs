@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::config::GeneratorConfig;
+use crate::encoders::cpu_fast::linear;
 use crate::fae::model::{Attention, Rope2d, SwiGlu, rms_norm};
 
 /// Frequencies of the sinusoidal time embedding.
@@ -35,7 +36,7 @@ impl TimeEmbedder {
         let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &t.device());
         let angles = (t * 1000.0).reshape([b, 1]) * freqs.reshape([1, half]);
         let emb = Tensor::cat(vec![angles.clone().cos(), angles.sin()], 1);
-        self.fc2.forward(silu(self.fc1.forward(emb)))
+        linear(silu(linear(emb, &self.fc1)), &self.fc2)
     }
 }
 
@@ -75,7 +76,7 @@ impl FlowBlock {
     }
 
     fn forward(&self, x: Tensor<3>, cond: Tensor<2>, rope: &Rope2d) -> Tensor<3> {
-        let m = chunks(self.adaln.forward(cond), 6);
+        let m = chunks(linear(cond, &self.adaln), 6);
         let h = modulate(rms_norm(&self.norm1, x.clone()), m[0].clone(), m[1].clone());
         let x = x + self.attn.forward(h, Some(rope)) * m[2].clone();
         let h = modulate(rms_norm(&self.norm2, x.clone()), m[3].clone(), m[4].clone());
@@ -143,14 +144,14 @@ impl FlowTransformer {
         let labels = Tensor::<2, Int>::from_data(TensorData::new(labels, [b, 1]), &device);
         let class = self.class_embed.forward(labels).reshape([b, self.config.width]);
         let cond = silu(self.time_embed.forward(t) + class);
-        let mut h = self.patch_embed.forward(self.patchify(x));
+        let mut h = linear(self.patchify(x), &self.patch_embed);
         for block in &self.blocks {
             h = block.forward(h, cond.clone(), rope);
         }
         let f = &self.final_layer;
-        let m = chunks(f.adaln.forward(cond), 2);
+        let m = chunks(linear(cond, &f.adaln), 2);
         let h = modulate(rms_norm(&f.norm, h), m[0].clone(), m[1].clone());
-        self.unpatchify(f.linear.forward(h))
+        self.unpatchify(linear(h, &f.linear))
     }
 
     /// `[B, H*W, C]` -> `[B, (H/p)*(W/p), p*p*C]`.

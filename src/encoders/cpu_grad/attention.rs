@@ -10,7 +10,9 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::{Ad, flex, record, tracked};
-use crate::encoders::cpu_fast::{Isa, SendPtr, Strided, contiguous, product, softmax_rows, values};
+use crate::encoders::cpu_fast::{
+    Isa, SendPtr, Strided, contiguous, product, softmax_rows, values, zeros,
+};
 
 /// Where the heads of one operand lie in its buffer: head `h` of image `i` starts at
 /// `start + i image + h head`, its token rows `row` apart.
@@ -54,8 +56,8 @@ fn attention_forward(isa: Isa, qkv: Qkv, dims: [usize; 4]) -> (Vec<f32>, Vec<f32
     let [b, heads, t, hd] = dims;
     let [(q, ql), (k, kl), (v, vl)] = qkv;
     let out_layout = Heads::merged(dims);
-    let mut out = vec![0.0f32; b * t * heads * hd];
-    let mut probs = vec![0.0f32; b * heads * t * t];
+    let mut out = zeros(b * t * heads * hd);
+    let mut probs = zeros(b * heads * t * t);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let scale = 1.0 / (hd as f32).sqrt();
     probs.par_chunks_mut(t * t).enumerate().for_each(|(task, p)| {
@@ -189,7 +191,7 @@ impl Backward<Flex, 1> for PackedAttention {
         let [Some(parent)] = ops.parents else { return };
         let (input, probs, dims) = ops.state;
         let x = values(&input);
-        let mut dx = vec![0.0f32; x.len()];
+        let mut dx = zeros(x.len());
         let ptr = SendPtr(dx.as_mut_ptr());
         let parts = [0, 1, 2].map(|i| (x, Heads::packed(dims, i)));
         let targets = [0, 1, 2].map(|i| (ptr, Heads::packed(dims, i)));
@@ -229,7 +231,7 @@ impl Backward<Flex, 3> for SplitAttention {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
         let (inputs, probs, dims) = ops.state;
-        let mut outputs = [0, 1, 2].map(|_| vec![0.0f32; dims.iter().product()]);
+        let mut outputs = [0, 1, 2].map(|_| zeros(dims.iter().product()));
         let targets = outputs.each_mut().map(|o| (SendPtr(o.as_mut_ptr()), Heads::split(dims)));
         let parts = inputs.each_ref().map(|x| (values(x), Heads::split(dims)));
         attention_backward(self.0, parts, &probs, values(&grad), dims, targets);

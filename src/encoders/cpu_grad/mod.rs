@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
-use super::cpu_fast::{CHUNK, Isa, contiguous, erf, exp, gelu_slice, values};
+use super::cpu_fast::{CHUNK, Isa, contiguous, copied, erf, exp, gelu_slice, values, zeros};
 
 mod attention;
 mod norm;
@@ -28,24 +28,24 @@ pub use attention::{attention_packed, attention_split};
 pub use norm::{layer_norm, rms_norm};
 pub use rope::rope;
 
-type Ad = Autodiff<Flex, NoCheckpointing>;
-type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
+pub(super) type Ad = Autodiff<Flex, NoCheckpointing>;
+pub(super) type AdTensor = burn::backend::tensor::FloatTensor<Ad>;
 
 /// The autodiff primitive of `x` when the fused operations apply to it.
-fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
+pub(super) fn tracked<const D: usize>(x: &Tensor<D>) -> Option<AdTensor> {
     if x.dtype() != DType::F32 || !x.device().is_autodiff() {
         return None;
     }
     x.clone().try_into_primitive::<Ad>().ok()
 }
 
-fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
+pub(super) fn flex(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.into()))
 }
 
 /// Registers `output` as the result of `backward` on `inputs`, keeping `state` for the
 /// backward pass when any input needs a gradient.
-fn record<B: Backward<Flex, N>, const N: usize>(
+pub(super) fn record<B: Backward<Flex, N>, const N: usize>(
     backward: B,
     inputs: [&AdTensor; N],
     state: impl FnOnce() -> B::State,
@@ -66,7 +66,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Option<Tensor<D>> {
 fn gelu_on<const D: usize>(isa: Isa, x: Tensor<D>) -> Option<Tensor<D>> {
     let ad = tracked(&x)?;
     let input = contiguous(ad.primitive().clone());
-    let mut out = values(&input).to_vec();
+    let mut out = copied(values(&input));
     out.par_chunks_mut(CHUNK).for_each(|c| gelu_slice(isa, c));
     let out = flex(out, input.layout().shape().clone());
     let result = record(GeluBackward(isa), [&ad], || input, out);
@@ -118,7 +118,7 @@ fn swiglu_on<const D: usize>(isa: Isa, h: Tensor<D>) -> Option<Tensor<D>> {
     let width = dims[D - 1];
     dims[D - 1] = width / 2;
     let input = contiguous(ad.primitive().clone());
-    let mut out = vec![0.0f32; values(&input).len() / 2];
+    let mut out = zeros(values(&input).len() / 2);
     let rows = (CHUNK / width).max(1);
     out.par_chunks_mut(rows * width / 2)
         .zip(values(&input).par_chunks(rows * width))
@@ -139,7 +139,7 @@ impl Backward<Flex, 1> for SwiGluBackward {
         let [Some(parent)] = ops.parents else { return };
         let h = values(&ops.state);
         let width = ops.state.layout().shape()[ops.state.layout().shape().num_dims() - 1];
-        let mut dh = vec![0.0f32; h.len()];
+        let mut dh = zeros(h.len());
         let rows = (CHUNK / width).max(1);
         dh.par_chunks_mut(rows * width)
             .zip(h.par_chunks(rows * width).zip(values(&grad).par_chunks(rows * width / 2)))

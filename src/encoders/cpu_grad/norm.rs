@@ -10,7 +10,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::{Ad, AdTensor, flex, record, tracked};
-use crate::encoders::cpu_fast::{CHUNK, Isa, contiguous, reduce_lanes, values};
+use crate::encoders::cpu_fast::{CHUNK, Isa, contiguous, reduce_lanes, values, zeros};
 
 /// `(x - mean) / sqrt(var + eps) gamma + beta` over the last dimension, as `nn.LayerNorm`.
 pub fn layer_norm<const D: usize>(
@@ -51,7 +51,7 @@ fn normalise<const D: usize, const N: usize>(
         return None;
     }
     let (gamma, beta) = (values(&params[0]), params.get(1).map(values));
-    let mut out = vec![0.0f32; values(&x).len()];
+    let mut out = zeros(values(&x).len());
     let mut stats = vec![0.0f32; 2 * out.len() / dim];
     let rows = (CHUNK / dim).max(1);
     out.par_chunks_mut(rows * dim)

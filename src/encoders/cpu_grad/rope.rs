@@ -11,7 +11,7 @@ use burn::prelude::*;
 use rayon::prelude::*;
 
 use super::{Ad, flex, record, tracked};
-use crate::encoders::cpu_fast::{CHUNK, Isa, contiguous, values};
+use crate::encoders::cpu_fast::{CHUNK, Isa, contiguous, values, zeros};
 
 /// `x cos + rotate(x) sin` of `x` `[B, H, T, hd]` with tables `[1, 1, T, hd]`, where
 /// `rotate` turns each half `[a, b]` of each head (of `hd / 2`, two rotary sections) into
@@ -61,7 +61,7 @@ fn rotate(
 ) -> Vec<f32> {
     let (cos, sin) = (values(cos), values(sin));
     let t = cos.len() / hd;
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = zeros(x.len());
     // Whole images' heads per task, so each task starts at table row 0.
     let rows = (CHUNK / (t * hd)).max(1) * t;
     out.par_chunks_mut(rows * hd).zip(x.par_chunks(rows * hd)).for_each(|(out, x)| {
