@@ -65,11 +65,12 @@ fn can_compute(a: &wgpu::AdapterInfo) -> bool {
 }
 
 pub fn cpu() -> Compute {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // burn-flex works on rayon's global pool, which honours RAYON_NUM_THREADS.
+    let threads = rayon::current_num_threads();
     Compute {
         device: Device::flex(),
         kind: BackendKind::Cpu,
-        adapter: format!("CPU (flex, {threads} threads)"),
+        adapter: format!("CPU (flex, {threads} thread{})", if threads == 1 { "" } else { "s" }),
         software: false,
     }
 }
