@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::cpu_fast::{LayerNorm, Then, linear_then};
+use super::cpu_fast::{LayerNorm, Then};
 use anyhow::{Result, bail};
 use burn::module::Param;
 use burn::prelude::*;
@@ -130,12 +130,14 @@ impl Dinov2Layer {
                 fc_in: linear("mlp.weights_in", d, 2 * hidden, true)?,
                 fc_out: linear("mlp.weights_out", hidden, d, true)?,
                 kind: MlpKind::SwiGlu,
+                panels: Default::default(),
             }
         } else {
             Mlp {
                 fc_in: linear("mlp.fc1", d, hidden, true)?,
                 fc_out: linear("mlp.fc2", hidden, d, true)?,
                 kind: MlpKind::Plain(Activation::from_hf(&cfg.hidden_act)?),
+                panels: Default::default(),
             }
         };
         Ok(Self {
@@ -166,9 +168,9 @@ impl Dinov2Layer {
         let (scale1, scale2) = (self.layer_scale1.val(), self.layer_scale2.val());
         let context = self.attention.context(self.norm1.forward(x.clone()));
         let then = Then::ScaledResidual { scale: &scale1 };
-        let x = linear_then(context, &self.attention.output, then, Some(x));
+        let x = self.attention.output_then(context, then, Some(x));
         let hidden = self.mlp.hidden(self.norm2.forward(x.clone()));
-        linear_then(hidden, &self.mlp.fc_out, Then::ScaledResidual { scale: &scale2 }, Some(x))
+        self.mlp.output_then(hidden, Then::ScaledResidual { scale: &scale2 }, Some(x))
     }
 }
 

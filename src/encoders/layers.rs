@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use super::cpu_fast::{Then, linear, linear_then};
+use super::cpu_fast::{Panels, Then, linear_then};
 use crate::weights::TensorReader;
 
 /// The side of a configuration's trained position grid. Sizes the model cannot have are refused
@@ -80,6 +80,9 @@ pub struct SelfAttention {
     pub output: Linear,
     #[module(skip)]
     pub heads: usize,
+    /// `qkv`'s and `output`'s weights as panels for the CPU (the encoders are frozen).
+    #[module(skip)]
+    pub panels: [Panels; 2],
 }
 
 impl SelfAttention {
@@ -107,16 +110,28 @@ impl SelfAttention {
             qkv: Linear { weight: Param::from_tensor(weight), bias },
             output: r.linear(&output, dim, dim, true)?,
             heads,
+            panels: Default::default(),
         })
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(self.context(x), &self.output)
+        self.output_then(self.context(x), Then::Bias, None)
     }
 
     /// The attention's context `[B, T, dim]`, before the output projection.
     pub fn context(&self, x: Tensor<3>) -> Tensor<3> {
-        super::cpu_fast::fused_attention(linear(x, &self.qkv), self.heads)
+        let qkv = linear_then(x, &self.qkv, Some(&self.panels[0]), Then::Bias, None);
+        super::cpu_fast::fused_attention(qkv, self.heads)
+    }
+
+    /// The output projection of `context`, then what `then` says (see [`linear_then`]).
+    pub fn output_then(
+        &self,
+        context: Tensor<3>,
+        then: Then<'_>,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
+        linear_then(context, &self.output, Some(&self.panels[1]), then, residual)
     }
 }
 
@@ -156,6 +171,9 @@ pub struct Mlp {
     pub fc_out: Linear,
     #[module(skip)]
     pub kind: MlpKind,
+    /// `fc_in`'s and `fc_out`'s weights as panels for the CPU (the encoders are frozen).
+    #[module(skip)]
+    pub panels: [Panels; 2],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -166,7 +184,17 @@ pub enum MlpKind {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(self.hidden(x), &self.fc_out)
+        self.output_then(self.hidden(x), Then::Bias, None)
+    }
+
+    /// `fc_out` of `hidden`, then what `then` says (see [`linear_then`]).
+    pub fn output_then(
+        &self,
+        hidden: Tensor<3>,
+        then: Then<'_>,
+        residual: Option<Tensor<3>>,
+    ) -> Tensor<3> {
+        linear_then(hidden, &self.fc_out, Some(&self.panels[1]), then, residual)
     }
 
     /// The activated hidden layer, before `fc_out`.
@@ -174,10 +202,10 @@ impl Mlp {
         match self.kind {
             MlpKind::Plain(act) => {
                 let tanh = act == Activation::GeluTanh;
-                linear_then(x, &self.fc_in, Then::Gelu { tanh }, None)
+                linear_then(x, &self.fc_in, Some(&self.panels[0]), Then::Gelu { tanh }, None)
             }
             MlpKind::SwiGlu => {
-                let hidden = linear(x, &self.fc_in);
+                let hidden = linear_then(x, &self.fc_in, Some(&self.panels[0]), Then::Bias, None);
                 let [gate, up] = hidden.chunk(2, 2).try_into().expect("two halves");
                 silu(gate) * up
             }

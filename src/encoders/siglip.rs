@@ -85,6 +85,7 @@ impl SiglipLayer {
                 fc_in: linear("mlp.fc1", d, cfg.intermediate_size)?,
                 fc_out: linear("mlp.fc2", cfg.intermediate_size, d)?,
                 kind: MlpKind::Plain(Activation::from_hf(&cfg.hidden_act)?),
+                panels: Default::default(),
             },
         })
     }
