@@ -20,7 +20,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use super::cpu_fast::{CHUNK, Isa, Strided, bias_act_rows, contiguous, values};
+use super::cpu_fast::{CHUNK, Isa, Strided, bias_act_rows, contiguous, gemm_product, values};
 use super::cpu_grad::{Ad, flex, record, tracked};
 
 /// Products of at least this many multiply-adds are split across threads (burn-flex's choice).
@@ -38,29 +38,8 @@ pub(super) unsafe fn product_into(
     [m, n, k]: [usize; 3],
 ) {
     let parallel = m * n * k >= PARALLEL_PRODUCT;
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            false,
-            lhs.ptr,
-            lhs.col,
-            lhs.row,
-            rhs.ptr,
-            rhs.col,
-            rhs.row,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None },
-        );
-    }
+    let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    unsafe { gemm_product(dst, n as isize, lhs, rhs, [m, n, k], 1.0, parallelism) }
 }
 
 /// A new `[m, n]` buffer holding `lhs rhs`.

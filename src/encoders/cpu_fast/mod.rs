@@ -180,8 +180,25 @@ pub(super) unsafe fn product(
     dst_row: isize,
     lhs: Strided,
     rhs: Strided,
+    shape: [usize; 3],
+    scale: f32,
+) {
+    unsafe { gemm_product(dst, dst_row, lhs, rhs, shape, scale, gemm::Parallelism::None) }
+}
+
+/// `dst = scale lhs rhs` for `[m, k] x [k, n]` through gemm, `dst` with row stride `dst_row`
+/// and written without being read (it may be uninitialised).
+///
+/// # Safety
+/// Every element the strides reach must be readable (lhs, rhs) or writable (dst).
+pub(super) unsafe fn gemm_product(
+    dst: *mut f32,
+    dst_row: isize,
+    lhs: Strided,
+    rhs: Strided,
     [m, n, k]: [usize; 3],
     scale: f32,
+    parallelism: gemm::Parallelism,
 ) {
     unsafe {
         gemm::gemm(
@@ -203,7 +220,7 @@ pub(super) unsafe fn product(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
