@@ -45,8 +45,9 @@ pub struct Panels(Arc<OnceLock<Vec<f32>>>);
 
 impl Panels {
     fn get(&self, weight: &[f32], [d_in, d_out]: [usize; 2]) -> &[f32] {
-        self.0.get_or_init(|| {
-            let mut panels = super::zeros(d_out.div_ceil(PANEL) * d_in * PANEL);
+        let len = d_out.div_ceil(PANEL) * d_in * PANEL;
+        let panels = self.0.get_or_init(|| {
+            let mut panels = super::zeros(len);
             panels.par_chunks_mut(d_in * PANEL).enumerate().for_each(|(p, panel)| {
                 let first = p * PANEL;
                 let width = PANEL.min(d_out - first);
@@ -55,7 +56,10 @@ impl Panels {
                 }
             });
             panels
-        })
+        });
+        // gemm reads the panels through raw pointers: ones made for another shape must not reach it.
+        assert_eq!(panels.len(), len, "panels made for a weight of another shape");
+        panels
     }
 }
 
