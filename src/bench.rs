@@ -519,7 +519,7 @@ fn train_stage(options: &BenchOptions, compute: &Compute, stage: &str) -> Result
         });
         let mut model = Some(ckpt.model(&ad)?);
         let mut ema = Some(ckpt.model(device)?);
-        let mut optim = step::optimizer();
+        let mut optim = step::optimizer(defaults.beta2);
         let mut k = 0;
         let f = move || {
             let context = StepContext {

@@ -340,6 +340,10 @@ pub struct TrainArgs {
     /// Weight of the image-gradient L1 term of the pixel loss (sharper edges); 0 turns it off.
     #[arg(long, default_value_t = 0.0)]
     pub gradient: f64,
+    /// AdamW's second-moment decay; 0.95 adapts faster in short runs (the value of the PyTorch
+    /// baseline in DESIGN.md 7 and of the generator's trainer).
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
     /// Mean feature-noise level of the first pixel stage (per-sample sigma ~ U(0, 2 x NOISE));
     /// larger trades fidelity for robustness to the feature decoder's errors.
     #[arg(long, default_value_t = 0.4)]

@@ -9,8 +9,10 @@ optimiser and loss terms, in eager mode, float32, on random features and images)
   train_fae            the FAE encoder (one attention layer) and the feature decoder: squared error
                        to the features + beta * KL + 0.1 * cosine distance
   train_pixel          the pixel decoder on noisy encoder features (sigma ~ U(0, 0.8) per sample):
-                       L1 to the image + 0.1 * perceptual (cosine distance of the frozen DINOv2-S's
-                       patch tokens of the decoded image to the input features)
+                       L1 to the image + 0.1 * perceptual: the trainers' default shifted term (both
+                       images cropped one patch smaller at the same random offset of 0-7 px; cosine
+                       distance of the frozen DINOv2-S's patch tokens of the decoded crop to those
+                       of the target's crop, computed without gradients)
   train_pixel_decoded  the same on the frozen FAE's restored features (computed without gradients)
   train_generator      the flow transformer: velocity regression on the linear interpolant
 Each step: loss, backward, gradient clipping to norm 1, AdamW (the trainers' settings), an EMA
@@ -359,11 +361,25 @@ def main() -> None:
         mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
+        shift, patch = 7, config["patch_size"]
+
+        def tokens_of(x):
+            return encoder(pixel_values=(x - mean) / std).last_hidden_state[:, 1:]
+
         def pixel_loss(inputs):
             image = model.pixel_decoder(inputs, grid)
             loss = (image - targets).abs().mean()
-            tokens = encoder(pixel_values=(image - mean) / std).last_hidden_state[:, 1:]
-            return loss + perceptual * cosine_distance(tokens, features)
+            # As `train::loss::perceptual` with `--perceptual-shift 7`: the same random crop of
+            # both images, so the encoder's patches straddle the decoder's.
+            dy, dx = (int(v) for v in torch.randint(0, shift + 1, (2,)))
+            side = size - patch
+
+            def crop(x):
+                return x[:, :, dy:dy + side, dx:dx + side]
+
+            with torch.no_grad():
+                target_tokens = tokens_of(crop(targets))
+            return loss + perceptual * cosine_distance(tokens_of(crop(image)), target_tokens)
 
         if args.stage == "train_fae":
             def loss_fn():

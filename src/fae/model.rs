@@ -11,7 +11,7 @@ use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
 
 use super::config::{FaeConfig, PixelHead};
-use crate::encoders::cpu_fast::linear;
+use crate::encoders::cpu_fast::{self, linear};
 use crate::encoders::cpu_grad;
 use crate::param_paths::{self, PathMapper};
 
@@ -272,6 +272,14 @@ pub fn pixel_shuffle(tokens: Tensor<3>, grid: (usize, usize), r: usize) -> Tenso
     tokens.reshape([b, gh, gw, c, r, r]).permute([0, 3, 1, 4, 2, 5]).reshape([b, c, gh * r, gw * r])
 }
 
+/// `conv.forward(x)` through the CPU's banded products (with their own backward pass under
+/// autodiff) where they apply; burn's convolution elsewhere.
+fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    cpu_grad::conv3x3(conv, x.clone())
+        .or_else(|| cpu_fast::conv3x3(conv, x.clone()))
+        .unwrap_or_else(|| conv.forward(x))
+}
+
 /// A 3x3 convolution that keeps the size.
 fn conv3x3(input: usize, output: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([input, output], [3, 3])
@@ -308,14 +316,14 @@ impl ConvHead {
     /// Tokens `[B, gh * gw, width]` to RGB `[B, 3, gh * p, gw * p]` around 0.
     pub fn forward(&self, tokens: Tensor<3>, grid: (usize, usize), patch: usize) -> Tensor<4> {
         let map = pixel_shuffle(linear(tokens, &self.to_coarse), grid, patch / 2);
-        let x = gelu(self.stem.forward(map));
+        let x = gelu(conv_forward(&self.stem, map));
         let [_, _, h, w] = x.dims();
         let nearest = InterpolateOptions::new(InterpolateMode::Nearest);
         let mut x = interpolate(x, nearest.with_output_size([2 * h, 2 * w]));
         for conv in &self.blocks {
-            x = x.clone() + gelu(conv.forward(x));
+            x = x.clone() + gelu(conv_forward(conv, x));
         }
-        self.to_rgb.forward(x)
+        conv_forward(&self.to_rgb, x)
     }
 }
 

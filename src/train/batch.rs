@@ -49,7 +49,9 @@ pub(super) fn load_batch(
             .collect();
         let requests: Vec<(&ImageEntry, u32)> = picks.iter().map(|(e, v)| (e, *v)).collect();
         let mut failed = false;
-        for ((entry, _), result) in picks.iter().zip(source.samples(&requests)) {
+        for ((entry, _), result) in
+            picks.iter().zip(source.samples_caching_views(&requests, options.views))
+        {
             match result {
                 Ok(sample) => batch.push(sample),
                 Err(e) => {

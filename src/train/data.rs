@@ -364,48 +364,85 @@ pub struct FeatureSource<'a> {
     pub device: Device,
 }
 
+/// Images encoded per encoder call when filling the cache.
+const ENCODE_BATCH: usize = 8;
+
 impl FeatureSource<'_> {
     /// Features for each requested view; `Err` entries are files that could not be decoded.
     pub fn samples(&self, requests: &[(&ImageEntry, u32)]) -> Vec<Result<Sample>> {
+        self.samples_caching_views(requests, 0)
+    }
+
+    /// [`Self::samples`], also encoding and caching views `0..views` of every image decoded
+    /// for a miss: decoding a large picture costs more than encoding a view of it, so it is
+    /// done once for all of its views.
+    pub fn samples_caching_views(
+        &self,
+        requests: &[(&ImageEntry, u32)],
+        views: u32,
+    ) -> Vec<Result<Sample>> {
         let name = &self.encoder.info().name;
+        let path_of =
+            |entry: &ImageEntry, view: u32| self.cache.key_path(&entry.hash, name, self.size, view);
         let mut results: Vec<Option<Result<Sample>>> = requests
             .iter()
             .map(|(e, view)| {
-                let path = self.cache.key_path(&e.hash, name, self.size, *view);
+                let path = path_of(e, *view);
                 let sample = FeatureCache::read(&path).ok()?;
                 let _ = std::fs::File::open(&path)
                     .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                 Some(Ok(sample))
             })
             .collect();
-        // Decode the misses (each file once), then encode them in one batch.
+        // Decode the misses (each file once) with the views to encode: the requested ones
+        // first, then the image's other uncached views.
         let mut decoded: HashMap<PathBuf, Result<Rgb32FImage, String>> = HashMap::new();
-        let mut pending = Vec::new();
+        let mut pending: Vec<(Option<usize>, &ImageEntry, u32, Rgb32FImage)> = Vec::new();
+        let mut extra = Vec::new();
         for (i, (entry, view)) in requests.iter().enumerate() {
             if results[i].is_some() {
                 continue;
             }
+            let first = !decoded.contains_key(&entry.path);
             let image = decoded
                 .entry(entry.path.clone())
                 .or_insert_with(|| image_io::load_rgb(&entry.path).map_err(|e| format!("{e:#}")));
-            match image {
-                Ok(img) => {
-                    pending.push((i, augmented_view(img, self.size as u32, &entry.hash, *view)))
+            let img = match image {
+                Ok(img) => img,
+                Err(e) => {
+                    results[i] = Some(Err(anyhow::anyhow!("{e}")));
+                    continue;
                 }
-                Err(e) => results[i] = Some(Err(anyhow::anyhow!("{e}"))),
+            };
+            let size = self.size as u32;
+            pending.push((Some(i), entry, *view, augmented_view(img, size, &entry.hash, *view)));
+            if first {
+                for v in 0..views {
+                    let requested = requests.iter().any(|(e, w)| e.path == entry.path && *w == v);
+                    if !requested && !path_of(entry, v).exists() {
+                        extra.push((None, *entry, v, augmented_view(img, size, &entry.hash, v)));
+                    }
+                }
             }
         }
-        if !pending.is_empty() {
-            let info = self.encoder.info();
-            let pixels: Vec<Tensor<4>> = pending
+        drop(decoded);
+        pending.extend(extra);
+        if pending.is_empty() {
+            return results.into_iter().map(|r| r.expect("every request answered")).collect();
+        }
+        let info = self.encoder.info();
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<_> = pending.by_ref().take(ENCODE_BATCH).collect();
+            let pixels: Vec<Tensor<4>> = chunk
                 .iter()
-                .map(|(_, img)| image_io::to_tensor(img, info.mean, info.std, &self.device))
+                .map(|(.., img)| image_io::to_tensor(img, info.mean, info.std, &self.device))
                 .collect();
             let tokens = self.encoder.forward(Tensor::cat(pixels, 0)).patch_tokens;
-            let [b, gh, gw, d] = tokens.dims();
+            let [_, gh, gw, d] = tokens.dims();
             let values: Vec<f32> = tokens.into_data().try_into_vec_as::<f32>().expect("f32 data");
             let per = gh * gw * d;
-            for (k, (i, image)) in pending.into_iter().enumerate().take(b) {
+            for (k, (slot, entry, view, image)) in chunk.into_iter().enumerate() {
                 let features = Grid {
                     height: gh,
                     width: gw,
@@ -413,17 +450,17 @@ impl FeatureSource<'_> {
                     data: values[k * per..(k + 1) * per].to_vec(),
                 };
                 let sample = Sample { features, image };
-                let (entry, view) = requests[i];
-                let path = self.cache.key_path(&entry.hash, name, self.size, view);
+                let path = path_of(entry, view);
                 if let Err(e) = self.cache.write(&path, &sample) {
                     eprintln!("warning: feature cache not written: {e:#}");
                 }
-                // Round-trip through f16 so cached and fresh features are identical.
-                let sample = FeatureCache::read(&path).unwrap_or(sample);
-                results[i] = Some(Ok(sample));
+                if let Some(i) = slot {
+                    // Round-trip through f16 so cached and fresh features are identical.
+                    results[i] = Some(Ok(FeatureCache::read(&path).unwrap_or(sample)));
+                }
             }
-            let _ = self.cache.evict();
         }
+        let _ = self.cache.evict();
         results.into_iter().map(|r| r.expect("every request answered")).collect()
     }
 }
@@ -442,6 +479,39 @@ mod tests {
                 ((x * 7 + y * 13) % 17) as f32 / 17.0,
             ])
         })
+    }
+
+    /// One miss decodes the file once and caches every view up to `views`; each view's features
+    /// are those of encoding it alone, in a cache of its own.
+    #[test]
+    fn a_miss_caches_every_view_of_the_decoded_image() {
+        let device = crate::backend::cpu().device;
+        let encoder = crate::encoders::source::load(None, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        image::DynamicImage::ImageRgb32F(gradient(90, 60)).to_rgb8().save(&path).unwrap();
+        let entry = ImageEntry { path, class: None, hash: HASH.into() };
+        let source = |cache| FeatureSource {
+            encoder: encoder.as_ref(),
+            cache,
+            size: 28,
+            device: device.clone(),
+        };
+        let together = FeatureCache::new(dir.path().join("together"), 1 << 30).unwrap();
+        let got = source(&together).samples_caching_views(&[(&entry, 1)], 3);
+        assert_eq!(got.len(), 1);
+        let name = &encoder.info().name;
+        for view in 0..3 {
+            assert!(together.key_path(HASH, name, 28, view).exists(), "view {view} not cached");
+        }
+        assert!(!together.key_path(HASH, name, 28, 3).exists());
+        let alone = FeatureCache::new(dir.path().join("alone"), 1 << 30).unwrap();
+        for view in [1, 2] {
+            let want = source(&alone).samples(&[(&entry, view)]).pop().unwrap().unwrap();
+            let cached = source(&together).samples(&[(&entry, view)]).pop().unwrap().unwrap();
+            assert_eq!(cached.features.data, want.features.data, "view {view}");
+            assert_eq!(cached.image, want.image, "view {view}");
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct TrainOptions {
     pub checkpoint_every: u64,
     pub encoder: Option<String>,
     pub lr: f64,
+    /// AdamW's second-moment decay.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
     pub warmup: u64,
     pub seed: u64,
     /// Augmented views per image (view 0 is the plain centre crop; the others cycle through
@@ -79,6 +82,11 @@ fn default_adversarial() -> f64 {
     0.0
 }
 
+/// AdamW's usual 0.999 (runs recorded before the option keep it on `--resume`).
+fn default_beta2() -> f64 {
+    0.999
+}
+
 fn default_adversarial_start() -> f64 {
     0.5
 }
@@ -97,6 +105,7 @@ impl TrainOptions {
             checkpoint_every: 250,
             encoder: None,
             lr: 1e-4 * 4.0,
+            beta2: default_beta2(),
             warmup: 100,
             seed: 0,
             views: 8,

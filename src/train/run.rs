@@ -69,6 +69,9 @@ pub fn train(
     stop: &AtomicBool,
     on_event: impl FnMut(&serde_json::Value),
 ) -> Result<TrainSummary> {
+    if !(options.beta2 > 0.0 && options.beta2 < 1.0) {
+        bail!("--beta2 must be between 0 and 1, got {}", options.beta2);
+    }
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("cannot create run folder {}", options.out.display()))?;
     let latest = options.out.join("latest.safetensors");
@@ -147,7 +150,7 @@ pub fn train(
         Some(ckpt) => ckpt.model(device)?,
         None => model.valid(),
     };
-    let mut optimizer = step::optimizer();
+    let mut optimizer = step::optimizer(options.beta2);
     if let Some(bytes) = resumed.as_ref().map(|c| c.optimizer_bytes()).transpose()?.flatten() {
         optimizer = optimizer
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))

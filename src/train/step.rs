@@ -31,9 +31,11 @@ impl Phase {
     }
 }
 
-/// The FAE trainer's optimiser: AdamW, weight decay 0.01, gradients clipped to norm 1.
-pub fn optimizer() -> ModuleOptimizer {
+/// The FAE trainer's optimiser: AdamW with second-moment decay `beta2`, weight decay 0.01,
+/// gradients clipped to norm 1.
+pub fn optimizer(beta2: f64) -> ModuleOptimizer {
     AdamWConfig::new()
+        .with_beta_2(beta2 as f32)
         .with_weight_decay(0.01)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
         .init()

@@ -10,11 +10,13 @@
 //! `Neon` (detected at run time like the x86 sets); on other architectures the portable loops are
 //! what the compiler vectorises for the target's baseline.
 //!
-//! One concern per file: [`activation`] (GELU), [`attention`], [`linear`] (products with their
-//! epilogues) and [`norm`] (layer norm); this file holds the dispatch and the shared helpers.
+//! One concern per file: [`activation`] (GELU), [`attention`], [`conv`] (3 x 3 convolutions),
+//! [`linear`] (products with their epilogues) and [`norm`] (layer norm); this file holds the
+//! dispatch and the shared helpers.
 
 mod activation;
 mod attention;
+mod conv;
 mod linear;
 mod norm;
 
@@ -30,6 +32,10 @@ pub(super) use activation::gelu_slice;
 pub use activation::{erf, gelu, gelu_scalar, gelu_tanh};
 pub use attention::fused_attention;
 pub(super) use attention::softmax_rows;
+pub use conv::{
+    ConvShape, conv_shape, conv3x3, conv3x3_bias_grad, conv3x3_values, conv3x3_weight_grad,
+    flipped_transposed, is_conv3x3,
+};
 pub(super) use linear::bias_act_rows;
 pub use linear::{Panels, Then, linear, linear_then};
 pub use norm::LayerNorm;

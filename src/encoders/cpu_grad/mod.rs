@@ -1,5 +1,5 @@
 //! The CPU fast paths under autodiff (training): GELU, SwiGLU's gate, attention, layer norm, RMS
-//! norm and rotary embedding as single graph nodes with their own backward passes, on burn-flex's tensors. burn's
+//! norm, rotary embedding and 3 x 3 convolutions as single graph nodes with their own backward passes, on burn-flex's tensors. burn's
 //! autodiff otherwise runs GELU and its gradient through libm's scalar `erff` and `expf`, SwiGLU
 //! on copies of its halves, and attention and the norms as graphs of generic operations
 //! (products on copied heads; softmax's max, exp, sum and division; the norms' mean, square,
@@ -21,10 +21,12 @@ use rayon::prelude::*;
 use super::cpu_fast::{CHUNK, Isa, contiguous, copied, erf, exp, gelu_slice, values, zeros};
 
 mod attention;
+mod conv;
 mod norm;
 mod rope;
 
 pub use attention::{attention_packed, attention_split};
+pub use conv::conv3x3;
 pub use norm::{layer_norm, rms_norm};
 pub use rope::rope;
 
