@@ -7,7 +7,7 @@ use fae_studio::backend::BackendChoice;
 use fae_studio::composite::{self, CompositeMode, CompositeOptions};
 use fae_studio::generator::flow::TimeSampling;
 use fae_studio::generator::{GeneratorSize, Sampler};
-use fae_studio::train::Stage;
+use fae_studio::train::{LrSchedule, Stage};
 
 #[derive(Parser)]
 #[command(name = "fae-studio", version, about = "Feature Auto-Encoder studio")]
@@ -344,6 +344,9 @@ pub struct TrainArgs {
     /// baseline in DESIGN.md 7 and of the generator's trainer).
     #[arg(long, default_value_t = 0.999)]
     pub beta2: f64,
+    /// How the learning rate moves after the warm-up of each phase.
+    #[arg(long, value_enum, default_value_t = LrSchedule::Cosine)]
+    pub lr_schedule: LrSchedule,
     /// Mean feature-noise level of the first pixel stage (per-sample sigma ~ U(0, 2 x NOISE));
     /// larger trades fidelity for robustness to the feature decoder's errors.
     #[arg(long, default_value_t = 0.4)]

@@ -181,7 +181,7 @@ fn run(cli: Cli) -> Result<()> {
                 (args.perceptual_shift, args.gradient, args.noise);
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
-            o.beta2 = args.beta2;
+            (o.beta2, o.lr_schedule) = (args.beta2, args.lr_schedule);
             o.cache_max_bytes = (args.cache_gb * (1u64 << 30) as f64) as u64;
             o.pixel_head = args.pixel_head.map(|kind| match kind {
                 PixelHeadKind::Linear => PixelHead::Linear,

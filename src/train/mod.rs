@@ -14,5 +14,5 @@ pub mod shared;
 pub mod step;
 pub mod validate;
 
-pub use options::{Stage, TrainOptions};
+pub use options::{LrSchedule, Stage, TrainOptions};
 pub use run::train;

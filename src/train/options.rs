@@ -20,6 +20,17 @@ pub enum Stage {
     All,
 }
 
+/// How the learning rate moves after its warm-up, in each phase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Down to a tenth along a half cosine.
+    #[default]
+    Cosine,
+    /// Held (the PyTorch baseline of DESIGN.md 7).
+    Constant,
+}
+
 /// The run's settings; everything but the paths is recorded in the checkpoint for `--resume`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainOptions {
@@ -37,6 +48,8 @@ pub struct TrainOptions {
     /// AdamW's second-moment decay.
     #[serde(default = "default_beta2")]
     pub beta2: f64,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     pub warmup: u64,
     pub seed: u64,
     /// Augmented views per image (view 0 is the plain centre crop; the others cycle through
@@ -106,6 +119,7 @@ impl TrainOptions {
             encoder: None,
             lr: 1e-4 * 4.0,
             beta2: default_beta2(),
+            lr_schedule: LrSchedule::Cosine,
             warmup: 100,
             seed: 0,
             views: 8,
@@ -172,7 +186,13 @@ impl TrainOptions {
     /// Warm-up then cosine decay to a tenth, restarted for each phase.
     pub(super) fn learning_rate(&self, step: u64) -> f64 {
         let (_, pos, len) = self.phase(step);
-        warmup_cosine(self.lr, pos, len, self.warmup)
+        match self.lr_schedule {
+            LrSchedule::Cosine => warmup_cosine(self.lr, pos, len, self.warmup),
+            LrSchedule::Constant => {
+                let warmup = self.warmup.min(len / 10).max(1);
+                self.lr * ((pos + 1) as f64 / warmup as f64).min(1.0)
+            }
+        }
     }
 }
 
@@ -203,5 +223,9 @@ mod tests {
         assert!(o.learning_rate(0) < o.learning_rate(50));
         assert!((o.learning_rate(99) - o.lr).abs() < 1e-12);
         assert!(o.learning_rate(500) < o.lr && o.learning_rate(999) >= 0.1 * o.lr - 1e-12);
+        o.lr_schedule = LrSchedule::Constant;
+        assert!(o.learning_rate(0) < o.learning_rate(50));
+        assert_eq!(o.learning_rate(500), o.lr);
+        assert_eq!(o.learning_rate(999), o.lr);
     }
 }
