@@ -395,10 +395,9 @@ impl FeatureSource<'_> {
             })
             .collect();
         // Decode the misses (each file once) with the views to encode: the requested ones
-        // first, then the image's other uncached views.
+        // (with their slot in `results`) and the image's other uncached views.
         let mut decoded: HashMap<PathBuf, Result<Rgb32FImage, String>> = HashMap::new();
         let mut pending: Vec<(Option<usize>, &ImageEntry, u32, Rgb32FImage)> = Vec::new();
-        let mut extra = Vec::new();
         for (i, (entry, view)) in requests.iter().enumerate() {
             if results[i].is_some() {
                 continue;
@@ -420,16 +419,14 @@ impl FeatureSource<'_> {
                 for v in 0..views {
                     let requested = requests.iter().any(|(e, w)| e.path == entry.path && *w == v);
                     if !requested && !path_of(entry, v).exists() {
-                        extra.push((None, *entry, v, augmented_view(img, size, &entry.hash, v)));
+                        pending.push((None, *entry, v, augmented_view(img, size, &entry.hash, v)));
                     }
                 }
             }
         }
+        // The decoded pictures are not needed past here: their views are in `pending`.
         drop(decoded);
-        pending.extend(extra);
-        if pending.is_empty() {
-            return results.into_iter().map(|r| r.expect("every request answered")).collect();
-        }
+        let encoded = !pending.is_empty();
         let info = self.encoder.info();
         let mut pending = pending.into_iter().peekable();
         while pending.peek().is_some() {
@@ -460,7 +457,9 @@ impl FeatureSource<'_> {
                 }
             }
         }
-        let _ = self.cache.evict();
+        if encoded {
+            let _ = self.cache.evict();
+        }
         results.into_iter().map(|r| r.expect("every request answered")).collect()
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::shared::warmup_cosine;
+use super::shared::{warmup_constant, warmup_cosine};
 use super::step::Phase;
 use crate::fae::{FaeConfig, PixelHead};
 
@@ -183,15 +183,13 @@ impl TrainOptions {
         (step - first) as f64 >= self.adversarial_start * pixel_steps as f64
     }
 
-    /// Warm-up then cosine decay to a tenth, restarted for each phase.
+    /// Warm-up, then cosine decay to a tenth or the rate held (`lr_schedule`), restarted for
+    /// each phase.
     pub(super) fn learning_rate(&self, step: u64) -> f64 {
         let (_, pos, len) = self.phase(step);
         match self.lr_schedule {
             LrSchedule::Cosine => warmup_cosine(self.lr, pos, len, self.warmup),
-            LrSchedule::Constant => {
-                let warmup = self.warmup.min(len / 10).max(1);
-                self.lr * ((pos + 1) as f64 / warmup as f64).min(1.0)
-            }
+            LrSchedule::Constant => warmup_constant(self.lr, pos, len, self.warmup),
         }
     }
 }

@@ -66,9 +66,19 @@ pub fn update<M: Module>(model: M, optimizer: &mut ModuleOptimizer, lr: f64, los
     optimizer.step(lr, model, grads)
 }
 
+/// The warm-up's length: `warmup` steps, at most a tenth of the run, at least one.
+fn warmup_steps(len: u64, warmup: u64) -> u64 {
+    warmup.min(len / 10).max(1)
+}
+
+/// Linear warm-up over `warmup` steps (at most a tenth of the run), then `lr` held.
+pub fn warmup_constant(lr: f64, pos: u64, len: u64, warmup: u64) -> f64 {
+    lr * ((pos + 1) as f64 / warmup_steps(len, warmup) as f64).min(1.0)
+}
+
 /// Linear warm-up over `warmup` steps (at most a tenth of the run), then cosine decay to a tenth.
 pub fn warmup_cosine(lr: f64, pos: u64, len: u64, warmup: u64) -> f64 {
-    let warmup = warmup.min(len / 10).max(1);
+    let warmup = warmup_steps(len, warmup);
     if pos < warmup {
         return lr * (pos + 1) as f64 / warmup as f64;
     }

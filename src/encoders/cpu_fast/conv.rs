@@ -59,7 +59,7 @@ impl ConvShape {
 
 /// Whether `conv` is a 3 x 3 convolution with stride 1, padding 1, no dilation and one group:
 /// the only kind these kernels compute.
-pub fn is_conv3x3(conv: &Conv2d) -> bool {
+fn is_conv3x3(conv: &Conv2d) -> bool {
     conv.kernel_size == [3, 3]
         && conv.stride == [1, 1]
         && conv.dilation == [1, 1]
@@ -218,22 +218,27 @@ pub fn flipped_transposed(weight: &[f32], s: ConvShape) -> Vec<f32> {
     out
 }
 
-/// The shape of `conv` applied to `x`, when the kernels here compute it.
-pub fn conv_shape(x_dims: [usize; 4], weight_dims: [usize; 4]) -> Option<ConvShape> {
+/// The shape of `conv` applied to an input of `x_dims`, when the kernels here compute it
+/// ([`is_conv3x3`], matching channels, a non-empty image).
+pub fn conv_shape(conv: &Conv2d, x_dims: [usize; 4]) -> Option<ConvShape> {
     let [batch, inputs, h, w] = x_dims;
-    let [outputs, weight_inputs, kh, kw] = weight_dims;
-    let valid = weight_inputs == inputs && [kh, kw] == [3, 3] && h * w > 0 && outputs > 0;
+    let [outputs, weight_inputs, kh, kw] = conv.weight.dims();
+    let valid = is_conv3x3(conv)
+        && weight_inputs == inputs
+        && [kh, kw] == [3, 3]
+        && h * w > 0
+        && outputs > 0;
     valid.then_some(ConvShape { batch, inputs, outputs, h, w })
 }
 
 /// `conv.forward(x)` for a 3 x 3 convolution ([`is_conv3x3`]) on the plain CPU backend; `None`
 /// elsewhere.
 pub fn conv3x3(conv: &Conv2d, x: Tensor<4>) -> Option<Tensor<4>> {
+    let s = conv_shape(conv, x.dims())?;
     let weight = conv.weight.val();
-    if !is_conv3x3(conv) || !on_plain_cpu(&x) || !on_plain_cpu(&weight) {
+    if !on_plain_cpu(&x) || !on_plain_cpu(&weight) {
         return None;
     }
-    let s = conv_shape(x.dims(), weight.dims())?;
     let device = x.device();
     let (x, weight) = (flex_buffer(x), flex_buffer(weight));
     let bias = conv.bias.as_ref().map(|b| flex_buffer(b.val()));

@@ -34,7 +34,7 @@ pub use attention::fused_attention;
 pub(super) use attention::softmax_rows;
 pub use conv::{
     ConvShape, conv_shape, conv3x3, conv3x3_bias_grad, conv3x3_values, conv3x3_weight_grad,
-    flipped_transposed, is_conv3x3,
+    flipped_transposed,
 };
 pub(super) use linear::bias_act_rows;
 pub use linear::{Panels, Then, linear, linear_then};

@@ -14,17 +14,13 @@ use burn::prelude::*;
 use super::{Ad, AdTensor, flex, record, tracked};
 use crate::encoders::cpu_fast::{
     ConvShape, contiguous, conv_shape, conv3x3_bias_grad, conv3x3_values, conv3x3_weight_grad,
-    flipped_transposed, is_conv3x3, values,
+    flipped_transposed, values,
 };
 
 /// `conv.forward(x)` for a 3 x 3 convolution under autodiff on the CPU; `None` elsewhere.
 pub fn conv3x3(conv: &Conv2d, x: Tensor<4>) -> Option<Tensor<4>> {
-    if !is_conv3x3(conv) {
-        return None;
-    }
-    let weight = conv.weight.val();
-    let s = conv_shape(x.dims(), weight.dims())?;
-    let (x, weight) = (tracked(&x)?, tracked(&weight)?);
+    let s = conv_shape(conv, x.dims())?;
+    let (x, weight) = (tracked(&x)?, tracked(&conv.weight.val())?);
     let out = match conv.bias.as_ref() {
         Some(bias) => run([x, weight, tracked(&bias.val())?], s),
         None => run([x, weight], s),
