@@ -174,7 +174,7 @@ fn run(cli: Cli) -> Result<()> {
             o.stage = args.stage;
             o.from = args.from;
             o.encoder = args.encoder;
-            o.views = args.views.max(1);
+            (o.views, o.balance) = (args.views.max(1), args.balance);
             o.val_every = args.val_every.max(1);
             o.perceptual = args.perceptual;
             (o.perceptual_shift, o.gradient, o.noise) =

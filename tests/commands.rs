@@ -263,7 +263,7 @@ fn fine_tune_the_built_in_model_and_move_the_built_in_generator() {
     let flags = ["--from", s(&builtin), "--batch", "2", "--size", "56", "--log-every", "1"];
 
     let all = dir.path().join("all");
-    let out = train(&all, &[&flags[..], &["--steps", "2"]].concat());
+    let out = train(&all, &[&flags[..], &["--steps", "2", "--balance"]].concat());
     assert!(out.starts_with("step 2, loss "), "{out}");
     let records = metrics(&all);
     assert_eq!(train_records(&records), [(1, "fae".into()), (2, "pixel-decoded".into())]);

@@ -42,7 +42,7 @@ pub(super) fn load_batch(
         let picks: Vec<(ImageEntry, u32)> = (batch.len()..options.batch)
             .map(|_| {
                 (
-                    dataset.train[rng.below(dataset.train.len())].clone(),
+                    dataset.train[dataset.pick(rng, options.balance)].clone(),
                     rng.below(options.views.max(1) as usize) as u32,
                 )
             })

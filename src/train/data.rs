@@ -126,6 +126,24 @@ impl Dataset {
         Ok(data)
     }
 
+    /// Index of the next training file: uniform over the files, or with `balance` uniform over
+    /// the sub-folders first (files directly in the root form one more group), so that a folder
+    /// of 600 textures weighs no more than one of 20 photos. Linear in the set, which is nothing
+    /// beside a training step.
+    pub fn pick(&self, rng: &mut Rng, balance: bool) -> usize {
+        if !balance {
+            return rng.below(self.train.len());
+        }
+        let mut groups: Vec<Option<usize>> = self.train.iter().map(|e| e.class).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let group = groups[rng.below(groups.len())];
+        let members = self.train.iter().filter(|e| e.class == group).count();
+        let k = rng.below(members);
+        let mut in_group = self.train.iter().enumerate().filter(|(_, e)| e.class == group);
+        in_group.nth(k).map_or(0, |(i, _)| i)
+    }
+
     /// Marks a file as unusable (it failed to decode later).
     pub fn skip(&mut self, path: &Path, reason: String) {
         self.train.retain(|e| e.path != path);
@@ -469,6 +487,51 @@ mod tests {
     use super::*;
 
     const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// `--balance` draws the 10 photos as often as the 90 textures (and the one file in the
+    /// root as often as each folder); without it every file is equally likely.
+    #[test]
+    fn balanced_picks_weigh_each_folder_alike() {
+        let entry = |i: usize, class: Option<usize>| ImageEntry {
+            path: PathBuf::from(format!("{i}.png")),
+            class,
+            hash: HASH.into(),
+        };
+        let train: Vec<ImageEntry> = (0..90)
+            .map(|i| entry(i, Some(0)))
+            .chain((90..100).map(|i| entry(i, Some(1))))
+            .chain([entry(100, None)])
+            .collect();
+        let data = Dataset {
+            train,
+            val: vec![],
+            classes: vec!["textures".into(), "photos".into()],
+            skipped: vec![],
+        };
+        let share = |balance: bool| {
+            let mut rng = Rng::new(7);
+            let mut counts = [0usize; 3];
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..30_000 {
+                let i = data.pick(&mut rng, balance);
+                seen.insert(i);
+                counts[data.train[i].class.map_or(2, |c| c)] += 1;
+            }
+            assert_eq!(seen.len(), 101, "every file is drawn");
+            counts.map(|c| c as f64 / 30_000.0)
+        };
+        let [textures, photos, root] = share(true);
+        assert!(
+            [textures, photos, root].iter().all(|s| (s - 1.0 / 3.0).abs() < 0.02),
+            "{textures} {photos} {root}"
+        );
+        let [textures, photos, root] = share(false);
+        assert!(
+            (textures - 0.891).abs() < 0.02 && (photos - 0.099).abs() < 0.02,
+            "{textures} {photos}"
+        );
+        assert!(root < 0.02, "{root}");
+    }
 
     fn gradient(w: u32, h: u32) -> Rgb32FImage {
         Rgb32FImage::from_fn(w, h, |x, y| {

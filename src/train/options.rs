@@ -55,6 +55,9 @@ pub struct TrainOptions {
     /// Augmented views per image (view 0 is the plain centre crop; the others cycle through
     /// downscaled whole views and crops of 1/2, 1/4 of the shorter side and native pixels).
     pub views: u32,
+    /// Draw every sub-folder of `data` equally often, then a file within it (`Dataset::pick`).
+    #[serde(default)]
+    pub balance: bool,
     pub val_fraction: f64,
     pub val_every: u64,
     pub log_every: u64,
@@ -123,6 +126,7 @@ impl TrainOptions {
             warmup: 100,
             seed: 0,
             views: 8,
+            balance: false,
             val_fraction: 0.05,
             val_every: 250,
             log_every: 10,
