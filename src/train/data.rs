@@ -138,10 +138,9 @@ impl Dataset {
         groups.sort_unstable();
         groups.dedup();
         let group = groups[rng.below(groups.len())];
-        let members = self.train.iter().filter(|e| e.class == group).count();
-        let k = rng.below(members);
-        let mut in_group = self.train.iter().enumerate().filter(|(_, e)| e.class == group);
-        in_group.nth(k).map_or(0, |(i, _)| i)
+        let members: Vec<usize> =
+            (0..self.train.len()).filter(|&i| self.train[i].class == group).collect();
+        members[rng.below(members.len())]
     }
 
     /// Marks a file as unusable (it failed to decode later).
@@ -515,7 +514,7 @@ mod tests {
             for _ in 0..30_000 {
                 let i = data.pick(&mut rng, balance);
                 seen.insert(i);
-                counts[data.train[i].class.map_or(2, |c| c)] += 1;
+                counts[data.train[i].class.unwrap_or(2)] += 1;
             }
             assert_eq!(seen.len(), 101, "every file is drawn");
             counts.map(|c| c as f64 / 30_000.0)
