@@ -354,21 +354,21 @@ fn a_conv_head_checkpoint_saves_and_loads_the_same_outputs() {
     assert!(format!("{err:#}").contains("conv_head"), "{err:#}");
 }
 
-/// The built-in checkpoint predates the conv head: it loads with the linear head and regenerates
-/// the sample photo as before (figures of `reconstruct --backend cpu` before the change).
+/// The built-in model paints with the conv head and regenerates the sample photo as it did when
+/// it was shipped (figures of `reconstruct --backend cpu` on that day).
 #[test]
-fn the_built_in_model_keeps_its_linear_head_and_its_output() {
+fn the_built_in_model_has_the_conv_head_and_its_output() {
     let device = backend::cpu().device;
     let fae = Fae::load(None, &device).unwrap();
-    assert_eq!(fae.config.pix_head, fae::PixelHead::Linear);
-    assert!(fae.model.pixel_decoder.to_pixels.is_some());
-    assert!(fae.model.pixel_decoder.conv_head.is_none());
+    assert_eq!(fae.config.pix_head, fae::PixelHead::conv());
+    assert!(fae.model.pixel_decoder.to_pixels.is_none());
+    assert!(fae.model.pixel_decoder.conv_head.is_some());
     let sample = fae_studio::assets::path("samples/chelsea.png").unwrap();
     let r = fae.reconstruct(&sample, None).unwrap();
     eprintln!("PSNR {:.4}, SSIM {:.4}, cycle {:.4}", r.psnr, r.ssim, r.cycle_cosine);
-    assert!((r.psnr - 18.11).abs() < 0.006, "PSNR {}", r.psnr);
-    assert!((r.ssim - 0.3676).abs() < 6e-5, "SSIM {}", r.ssim);
-    assert!((r.cycle_cosine - 0.6328).abs() < 6e-5, "cycle {}", r.cycle_cosine);
+    assert!((r.psnr - 16.745).abs() < 0.006, "PSNR {}", r.psnr);
+    assert!((r.ssim - 0.3715).abs() < 6e-5, "SSIM {}", r.ssim);
+    assert!((r.cycle_cosine - 0.0397).abs() < 6e-5, "cycle {}", r.cycle_cosine);
 }
 
 #[test]
@@ -390,8 +390,8 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     assert_eq!((report.by_folder["a"].images, report.by_folder["b"].images), (2, 1));
     assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
     assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
-    // The linear head's grid shows; the photos have none; the reconstructions are blurred.
-    assert!(all.blockiness > 1.2 && all.blockiness > all.blockiness_originals, "{all:?}");
+    // The photos have no grid; the reconstructions keep some and are blurred.
+    assert!(all.blockiness > all.blockiness_originals, "{all:?}");
     assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
     assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
     assert!(report.images_per_s > 0.0);

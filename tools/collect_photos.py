@@ -663,7 +663,7 @@ def _collect(cache: str, out: str, analysis) -> int:
         src, evidence = c.file, c.evidence
         if convert:
             src = ps.flattened(cache, c.file, digest)
-            evidence += ("; transparency composited onto grey (128,128,128), saved as PNG"
+            evidence += ("; transparency composited over white, saved as PNG"
                          if pixels.flatten else "; converted to PNG")
             out_digest = sha256(src)
             if out_digest in heldout:

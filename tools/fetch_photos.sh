@@ -23,8 +23,8 @@
 #
 # Never collected: the held-out evaluation images of assets/heldout.tsv (by the
 # sha256 of the file); the script checks this at the end and fails if one is
-# there. Cut-outs with some transparency are composited onto grey and saved as
-# PNG, as are 0 A.D.'s DDS textures.
+# there. Cut-outs with some transparency are composited over white (as the app
+# composites a user's cut-out) and saved as PNG, as are 0 A.D.'s DDS textures.
 #
 # Downloads and unpacked packages live in a cache next to OUT_DIR
 # (OUT_DIR.cache, or $PHOTOS_CACHE), outside the class folders. Nothing is

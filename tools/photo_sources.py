@@ -4,11 +4,12 @@ illustrations, cut-out photo stamps and textures from Debian packages.
 Not a script: collect_photos.py imports it.  Each source yields collect_photos.Candidate rows
 (with a category: photo, painting-illustration or texture) and needs its pixels checked
 (`pixel_checks`): the files are decoded with Pillow and left out when they are greyscale,
-near-blank, mostly transparent, a normal map or a strip/atlas; cut-outs with some transparency
-are flattened onto a neutral grey.  Licences come from each package's debian/copyright: the
-last matching Files: stanza of a machine-readable (DEP-5) file, matched against the installed
-path with leading folders removed one by one (upstream paths are shorter than installed ones),
-or the per-file paragraphs of a free-form one, or the sky culture's own info.ini.
+near-blank, mostly transparent, a normal map or a strip/atlas (judged on a neutral grey);
+cut-outs with some transparency are saved flattened over white, as the app shows them.
+Licences come from each package's debian/copyright: the last matching Files: stanza of a
+machine-readable (DEP-5) file, matched against the installed path with leading folders removed
+one by one (upstream paths are shorter than installed ones), or the per-file paragraphs of a
+free-form one, or the sky culture's own info.ini.
 """
 
 from __future__ import annotations
@@ -359,7 +360,10 @@ def ZAD_LICENCE(cache: str, _memo: Dict[str, tuple] = {}):
 
 # ----------------------------------------------------------------------- pixel checks
 
-GREY = (128, 128, 128)
+GREY = (128, 128, 128)    # the checks below judge cut-outs on a neutral grey
+# Saved cut-outs are composited over white, as the app composites a user's cut-out (image_io): a
+# model trained on grey surroundings paints grey where the user's picture is white.
+BACKGROUND = (255, 255, 255)
 MIN_OPAQUE = 0.4          # at least this share of pixels must be opaque
 MAX_ASPECT = 4.5          # longer side / shorter side; more is a strip or an atlas
 GREY_SPREAD = 3.0         # mean max-min over the colour channels below this: greyscale
@@ -369,7 +373,7 @@ class Pixels(NamedTuple):
     skip: str             # non-empty: left out, with the reason
     width: int
     height: int
-    flatten: bool         # has some transparency: composite onto GREY
+    flatten: bool         # has some transparency: composite onto BACKGROUND when saved
     dhash: str            # 64-bit difference hash of the grey thumbnail (renditions)
 
 
@@ -505,16 +509,16 @@ DRAWING_COLOURS = 60      # tux paint stamps with fewer colours (64 px, 4 bits) 
 
 
 def flattened(cache: str, path: str, digest: str) -> str:
-    """A PNG of the file composited onto neutral grey, kept in CACHE/flat/ (made once)."""
+    """A PNG of the file composited over BACKGROUND, kept in CACHE/flat-white/ (made once)."""
     from PIL import Image
 
-    out_dir = os.path.join(cache, "flat")
+    out_dir = os.path.join(cache, "flat-white")
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, digest + ".png")
     if not os.path.isfile(out):
         with Image.open(path) as im:
             im = im.convert("RGBA")
-            bg = Image.new("RGBA", im.size, GREY + (255,))
+            bg = Image.new("RGBA", im.size, BACKGROUND + (255,))
             bg.alpha_composite(im)
             tmp = out + ".part"
             bg.convert("RGB").save(tmp, format="PNG", optimize=False, compress_level=6)

@@ -22,6 +22,8 @@
 #     tools/train_default.sh          # retrain only the pixel decoder of the built-in model
 #   STAGE=pixel FROM=assets/fae-default.safetensors PIXEL_HEAD=conv RUN=.work/conv-run \
 #     tools/train_default.sh          # the same with a fresh conv head (no patch grid)
+#   BALANCE=1 VIEWS=2 LR=4e-4 WARMUP=50 BETA2=0.95 NOISE=0.19 ...
+#                                     # the PyTorch baseline's optimiser, every folder alike
 #
 # Runs resume: interrupting it (Ctrl-C) and starting it again continues where it stopped.
 # After a pixel-only run the latents are unchanged, so the built-in generator is moved to the new
@@ -44,10 +46,17 @@ resume=()
 from=()
 [[ -n ${FROM:-} && ${#resume[@]} -eq 0 ]] && from=(--from "$FROM")
 [[ -n ${PIXEL_HEAD:-} && ${#resume[@]} -eq 0 ]] && from+=(--pixel-head "$PIXEL_HEAD")
+# Optional recipe flags: unset means train's own default.
+recipe=()
+[[ -n ${BALANCE:-} ]] && recipe+=(--balance)
+[[ -n ${VIEWS:-} ]] && recipe+=(--views "$VIEWS")
+[[ -n ${LR:-} ]] && recipe+=(--lr "$LR")
+[[ -n ${WARMUP:-} ]] && recipe+=(--warmup "$WARMUP")
+[[ -n ${BETA2:-} ]] && recipe+=(--beta2 "$BETA2")
 "$bin" train --backend "$backend" --data "$photos" --out "$run" --size 224 --batch "$batch" \
   --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --noise "${NOISE:-0.4}" \
   --gradient "${GRADIENT:-0}" --checkpoint-every 25 \
-  --val-every 200 "${from[@]}" "${resume[@]}"
+  --val-every 200 "${recipe[@]}" "${from[@]}" "${resume[@]}"
 "$bin" export --model "$run/latest.safetensors" --out "$run/export-f16.safetensors" --f16
 assets=$root/assets
 if [[ $stage == pixel ]]; then
