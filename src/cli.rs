@@ -340,6 +340,10 @@ pub struct TrainArgs {
     /// Weight of the image-gradient L1 term of the pixel loss (sharper edges); 0 turns it off.
     #[arg(long, default_value_t = 0.0)]
     pub gradient: f64,
+    /// Weight of the amplitude-spectrum L1 term of the pixel loss (fine detail wherever it
+    /// sits); 0 turns it off.
+    #[arg(long, default_value_t = 0.0)]
+    pub spectrum: f64,
     /// Draw every sub-folder of --data equally often (then a file within it) instead of every
     /// file: a folder of 600 textures then weighs as much as one of 20 photos.
     #[arg(long)]

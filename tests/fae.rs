@@ -366,9 +366,9 @@ fn the_built_in_model_has_the_conv_head_and_its_output() {
     let sample = fae_studio::assets::path("samples/chelsea.png").unwrap();
     let r = fae.reconstruct(&sample, None).unwrap();
     eprintln!("PSNR {:.4}, SSIM {:.4}, cycle {:.4}", r.psnr, r.ssim, r.cycle_cosine);
-    assert!((r.psnr - 16.352).abs() < 0.006, "PSNR {}", r.psnr);
-    assert!((r.ssim - 0.37387).abs() < 6e-5, "SSIM {}", r.ssim);
-    assert!((r.cycle_cosine - 0.0820).abs() < 6e-5, "cycle {}", r.cycle_cosine);
+    assert!((r.psnr - 16.211).abs() < 0.006, "PSNR {}", r.psnr);
+    assert!((r.ssim - 0.35031).abs() < 6e-5, "SSIM {}", r.ssim);
+    assert!((r.cycle_cosine - 0.12259).abs() < 6e-5, "cycle {}", r.cycle_cosine);
 }
 
 #[test]

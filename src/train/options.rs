@@ -76,6 +76,9 @@ pub struct TrainOptions {
     /// Weight of the image-gradient L1 term of the pixel loss; 0 turns it off.
     #[serde(default)]
     pub gradient: f64,
+    /// Weight of the amplitude-spectrum L1 term of the pixel loss; 0 turns it off.
+    #[serde(default)]
+    pub spectrum: f64,
     /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
     pub noise: f64,
     /// Weight of the optional cosine term in the feature loss.
@@ -135,6 +138,7 @@ impl TrainOptions {
             adversarial_start: default_adversarial_start(),
             perceptual_shift: 7,
             gradient: 0.0,
+            spectrum: 0.0,
             noise: 0.4,
             feature_cosine: 0.1,
             ema_decay: 0.999,
