@@ -391,7 +391,7 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
     assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
     // The photos have no grid; the reconstructions keep one (the conv head trained on decoded
-    // features, 2.6 on these) and are blurred.
+    // features: 1.51 on these, against 1.03 for the samples) and are blurred.
     assert!(all.blockiness > 1.2 && all.blockiness > all.blockiness_originals, "{all:?}");
     assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
     assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
