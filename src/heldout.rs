@@ -1,7 +1,8 @@
 //! How well a model regenerates photos it never saw: every image of a folder (searched
 //! recursively) taken through the round trip at one size, with the figures of the issue
 //! "Regenerated images that look like the photo": PSNR, SSIM, cycle cosine, the patch grid's
-//! blockiness and the share of fine detail kept. `tools/fetch_heldout.sh` builds the folder.
+//! blockiness, the share of fine detail kept and spurious one-pixel dots.
+//! `tools/fetch_heldout.sh` builds the folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub struct Figures {
     pub blockiness_originals: f64,
     /// Mean gradient magnitude of the reconstructions over that of the inputs (1 = as detailed).
     pub high_frequency_ratio: f64,
+    /// One-pixel bright dots per reconstruction that its input does not have
+    /// ([`metrics::spurious_dots`]; 0 = none).
+    pub spurious_dots: f64,
     /// References for the PSNR, from the inputs alone: each input painted in its own mean colour
     /// (what a decoder that knew one colour per image would score) ...
     pub psnr_flat_image: f64,
@@ -57,12 +61,12 @@ pub struct Report {
 #[derive(Default)]
 struct Totals {
     n: usize,
-    sums: [f64; 8],
+    sums: [f64; 9],
     gradients: [f64; 2],
 }
 
 impl Totals {
-    fn add(&mut self, values: [f64; 8], gradients: [f64; 2]) {
+    fn add(&mut self, values: [f64; 9], gradients: [f64; 2]) {
         self.n += 1;
         self.sums.iter_mut().zip(values).for_each(|(s, v)| *s += v);
         self.gradients.iter_mut().zip(gradients).for_each(|(s, v)| *s += v);
@@ -81,6 +85,7 @@ impl Totals {
             high_frequency_ratio: self.gradients[0] / self.gradients[1].max(1e-12),
             psnr_flat_image: mean(6),
             psnr_flat_patches: mean(7),
+            spurious_dots: mean(8),
         }
     }
 }
@@ -138,6 +143,7 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -
             metrics::blockiness(&original, patch),
             metrics::psnr(&metrics::flat_patches(&original, usize::MAX), &original).min(100.0),
             metrics::psnr(&metrics::flat_patches(&original, patch), &original).min(100.0),
+            metrics::spurious_dots(image, &original) as f64,
         ];
         let gradients = [metrics::gradient_energy(image), metrics::gradient_energy(&original)];
         all.add(values, gradients);

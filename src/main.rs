@@ -377,8 +377,9 @@ fn run(cli: Cli) -> Result<()> {
                     a.psnr, a.ssim, a.cycle_cosine
                 );
                 println!(
-                    "blockiness {:.3} (originals {:.3}), high-frequency ratio {:.3}",
-                    a.blockiness, a.blockiness_originals, a.high_frequency_ratio
+                    "blockiness {:.3} (originals {:.3}), high-frequency ratio {:.3}, \
+                     spurious dots {:.1} per image",
+                    a.blockiness, a.blockiness_originals, a.high_frequency_ratio, a.spurious_dots
                 );
                 println!(
                     "PSNR references: the inputs painted flat per image {:.2} dB, per patch {:.2} dB",

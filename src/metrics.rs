@@ -1,6 +1,6 @@
 //! Image and feature quality measures: PSNR, SSIM, token cosine similarity, patch-grid
-//! blockiness, gradient (high-frequency) energy, and flat reference pictures that put a PSNR in
-//! context.
+//! blockiness, gradient (high-frequency) energy, spurious one-pixel dots, and flat reference
+//! pictures that put a PSNR in context.
 
 use image::Rgb32FImage;
 
@@ -153,6 +153,32 @@ pub fn gradient_energy(img: &Rgb32FImage) -> f64 {
     total / ((w - 1) * (h - 1)) as f64
 }
 
+/// One-pixel bright dots that `img` has and `reference` (the same size) does not: pixels whose
+/// luma is at least 0.15 above each of the 8 pixels two steps away (so dots up to 3 px wide
+/// count) and 0.15 above the reference at the same place. A decoder that is rewarded for detail
+/// it cannot place paints such dots; the originals' own stars and highlights do not count.
+pub fn spurious_dots(img: &Rgb32FImage, reference: &Rgb32FImage) -> usize {
+    assert_eq!(img.dimensions(), reference.dimensions(), "dots need equally sized images");
+    const STEP: f64 = 0.15;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (y, r) = (luma(img), luma(reference));
+    let mut dots = 0;
+    for row in 2..h.saturating_sub(2) {
+        for col in 2..w.saturating_sub(2) {
+            let v = y[row * w + col];
+            let ring = [(-2, -2), (-2, 0), (-2, 2), (0, -2), (0, 2), (2, -2), (2, 0), (2, 2)];
+            let above_ring = ring.iter().all(|&(dr, dc): &(isize, isize)| {
+                let at = (row as isize + dr) as usize * w + (col as isize + dc) as usize;
+                v - y[at] >= STEP
+            });
+            if above_ring && v - r[row * w + col] >= STEP {
+                dots += 1;
+            }
+        }
+    }
+    dots
+}
+
 /// Cosine similarity of two vectors (0 when either is zero).
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
@@ -244,6 +270,26 @@ mod tests {
         let sharp = noise_image(3);
         let blurred = image::imageops::blur(&sharp, 2.0);
         assert!(gradient_energy(&blurred) < 0.5 * gradient_energy(&sharp));
+    }
+
+    #[test]
+    fn spurious_dots_count_new_isolated_highlights_only() {
+        let grey = Rgb32FImage::from_pixel(20, 20, image::Rgb([0.3; 3]));
+        let mut dotted = grey.clone();
+        dotted.put_pixel(5, 6, image::Rgb([0.9; 3]));
+        dotted.put_pixel(12, 12, image::Rgb([0.9; 3]));
+        dotted.put_pixel(13, 12, image::Rgb([0.9; 3]));
+        // A 2-px dot is two pixels above their ring; a dot in the reference is the picture's own.
+        assert_eq!(spurious_dots(&dotted, &grey), 3);
+        assert_eq!(spurious_dots(&dotted, &dotted), 0);
+        // Too faint, too close to the border, or part of a wide bright area: not a dot.
+        let mut faint = grey.clone();
+        faint.put_pixel(8, 8, image::Rgb([0.4; 3]));
+        faint.put_pixel(1, 8, image::Rgb([0.9; 3]));
+        assert_eq!(spurious_dots(&faint, &grey), 0);
+        let half =
+            Rgb32FImage::from_fn(20, 20, |x, _| image::Rgb([if x < 10 { 0.9 } else { 0.1 }; 3]));
+        assert_eq!(spurious_dots(&half, &grey), 0);
     }
 
     #[test]

@@ -390,6 +390,7 @@ fn train_generator_sample_export_and_evaluate() {
     let r: Value = serde_json::from_str(&out).unwrap_or_else(|err| panic!("{out}: {err}"));
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
     assert!(finite(&r, "psnr") > 8.0 && finite(&r, "blockiness") > 0.0, "{r}");
+    assert!(finite(&r, "spurious_dots") >= 0.0, "{r}");
     // The flat references: per patch is closer to the photos than per image.
     assert!(finite(&r, "psnr_flat_patches") > finite(&r, "psnr_flat_image") + 3.0, "{r}");
     assert_eq!(rgb(&grid).dimensions(), (8 * 224, 2 * 224));
