@@ -365,10 +365,10 @@ fn the_built_in_model_has_the_conv_head_and_its_output() {
     assert!(fae.model.pixel_decoder.conv_head.is_some());
     let sample = fae_studio::assets::path("samples/chelsea.png").unwrap();
     let r = fae.reconstruct(&sample, None).unwrap();
-    eprintln!("PSNR {:.4}, SSIM {:.4}, cycle {:.4}", r.psnr, r.ssim, r.cycle_cosine);
-    assert!((r.psnr - 16.211).abs() < 0.006, "PSNR {}", r.psnr);
-    assert!((r.ssim - 0.35031).abs() < 6e-5, "SSIM {}", r.ssim);
-    assert!((r.cycle_cosine - 0.12259).abs() < 6e-5, "cycle {}", r.cycle_cosine);
+    eprintln!("PSNR {:.5}, SSIM {:.5}, cycle {:.5}", r.psnr, r.ssim, r.cycle_cosine);
+    assert!((r.psnr - 18.893).abs() < 0.006, "PSNR {}", r.psnr);
+    assert!((r.ssim - 0.40288).abs() < 6e-5, "SSIM {}", r.ssim);
+    assert!((r.cycle_cosine - 0.31866).abs() < 6e-5, "cycle {}", r.cycle_cosine);
 }
 
 #[test]
@@ -391,8 +391,8 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
     assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
     // The photos have no grid; the reconstructions keep one (the conv head trained on decoded
-    // features: 1.51 on these, against 1.03 for the samples) and are blurred.
-    assert!(all.blockiness > 1.2 && all.blockiness > all.blockiness_originals, "{all:?}");
+    // features: 1.20 on these, against 1.03 for the samples) and are blurred.
+    assert!(all.blockiness > all.blockiness_originals + 0.1, "{all:?}");
     assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
     assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
     assert!(report.images_per_s > 0.0);

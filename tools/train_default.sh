@@ -24,6 +24,8 @@
 #     tools/train_default.sh          # the same with a fresh conv head (no patch grid)
 #   BALANCE=1 VIEWS=2 LR=4e-4 WARMUP=50 BETA2=0.95 NOISE=0.19 ...
 #                                     # the PyTorch baseline's optimiser, every folder alike
+#   SIZE=112 ...                      # train at 112 px (8 x 8 tokens, a third of the cost of a
+#                                     # step); finish with a short run at 224 px
 #
 # Runs resume: interrupting it (Ctrl-C) and starting it again continues where it stopped.
 # After a pixel-only run the latents are unchanged, so the built-in generator is moved to the new
@@ -53,7 +55,7 @@ recipe=()
 [[ -n ${LR:-} ]] && recipe+=(--lr "$LR")
 [[ -n ${WARMUP:-} ]] && recipe+=(--warmup "$WARMUP")
 [[ -n ${BETA2:-} ]] && recipe+=(--beta2 "$BETA2")
-"$bin" train --backend "$backend" --data "$photos" --out "$run" --size 224 --batch "$batch" \
+"$bin" train --backend "$backend" --data "$photos" --out "$run" --size "${SIZE:-224}" --batch "$batch" \
   --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --noise "${NOISE:-0.4}" \
   --gradient "${GRADIENT:-0}" --spectrum "${SPECTRUM:-0}" --checkpoint-every 25 \
   --val-every 200 "${recipe[@]}" "${from[@]}" "${resume[@]}"
