@@ -32,7 +32,7 @@ pub struct Figures {
     pub blockiness_originals: f64,
     /// Mean gradient magnitude of the reconstructions over that of the inputs (1 = as detailed).
     pub high_frequency_ratio: f64,
-    /// One-pixel bright dots per reconstruction that its input does not have
+    /// Pixels of small bright dots per reconstruction that its input does not have
     /// ([`metrics::spurious_dots`]; 0 = none).
     pub spurious_dots: f64,
     /// References for the PSNR, from the inputs alone: each input painted in its own mean colour

@@ -153,21 +153,22 @@ pub fn gradient_energy(img: &Rgb32FImage) -> f64 {
     total / ((w - 1) * (h - 1)) as f64
 }
 
-/// One-pixel bright dots that `img` has and `reference` (the same size) does not: pixels whose
-/// luma is at least 0.15 above each of the 8 pixels two steps away (so dots up to 3 px wide
-/// count) and 0.15 above the reference at the same place. A decoder that is rewarded for detail
-/// it cannot place paints such dots; the originals' own stars and highlights do not count.
+/// Pixels of small bright dots that `img` has and `reference` (the same size) does not: pixels
+/// whose luma is at least 0.15 above each of the 8 pixels two steps away (so a dot up to 3 px
+/// across counts once per pixel) and 0.15 above the reference at the same place. A decoder
+/// rewarded for detail it cannot place paints such dots; the originals' own stars do not count.
 pub fn spurious_dots(img: &Rgb32FImage, reference: &Rgb32FImage) -> usize {
     assert_eq!(img.dimensions(), reference.dimensions(), "dots need equally sized images");
     const STEP: f64 = 0.15;
+    const RING: [(isize, isize); 8] =
+        [(-2, -2), (-2, 0), (-2, 2), (0, -2), (0, 2), (2, -2), (2, 0), (2, 2)];
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (y, r) = (luma(img), luma(reference));
     let mut dots = 0;
     for row in 2..h.saturating_sub(2) {
         for col in 2..w.saturating_sub(2) {
             let v = y[row * w + col];
-            let ring = [(-2, -2), (-2, 0), (-2, 2), (0, -2), (0, 2), (2, -2), (2, 0), (2, 2)];
-            let above_ring = ring.iter().all(|&(dr, dc): &(isize, isize)| {
+            let above_ring = RING.iter().all(|&(dr, dc)| {
                 let at = (row as isize + dr) as usize * w + (col as isize + dc) as usize;
                 v - y[at] >= STEP
             });
@@ -279,7 +280,7 @@ mod tests {
         dotted.put_pixel(5, 6, image::Rgb([0.9; 3]));
         dotted.put_pixel(12, 12, image::Rgb([0.9; 3]));
         dotted.put_pixel(13, 12, image::Rgb([0.9; 3]));
-        // A 2-px dot is two pixels above their ring; a dot in the reference is the picture's own.
+        // A 2-px dot counts twice; a dot that the reference has too is the picture's own.
         assert_eq!(spurious_dots(&dotted, &grey), 3);
         assert_eq!(spurious_dots(&dotted, &dotted), 0);
         // Too faint, too close to the border, or part of a wide bright area: not a dot.
