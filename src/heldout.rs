@@ -1,7 +1,7 @@
 //! How well a model regenerates photos it never saw: every image of a folder (searched
 //! recursively) taken through the round trip at one size, with the figures of the issue
 //! "Regenerated images that look like the photo": PSNR, SSIM, cycle cosine, the patch grid's
-//! blockiness, the share of fine detail kept and spurious one-pixel dots.
+//! blockiness, the share of fine detail kept and spurious small bright dots.
 //! `tools/fetch_heldout.sh` builds the folder.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Image and feature quality measures: PSNR, SSIM, token cosine similarity, patch-grid
-//! blockiness, gradient (high-frequency) energy, spurious one-pixel dots, and flat reference
+//! blockiness, gradient (high-frequency) energy, spurious small bright dots, and flat reference
 //! pictures that put a PSNR in context.
 
 use image::Rgb32FImage;
