@@ -344,6 +344,10 @@ pub struct TrainArgs {
     /// sits); 0 turns it off.
     #[arg(long, default_value_t = 0.0)]
     pub spectrum: f64,
+    /// Weight of the structural-similarity term (1 - SSIM on luma, the window `evaluate` uses)
+    /// of the pixel loss: local contrast and structure; 0 turns it off.
+    #[arg(long, default_value_t = 0.0)]
+    pub ssim: f64,
     /// Draw every sub-folder of --data equally often (then a file within it) instead of every
     /// file: a folder of 600 textures then weighs as much as one of 20 photos.
     #[arg(long)]

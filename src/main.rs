@@ -179,7 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             o.perceptual = args.perceptual;
             (o.perceptual_shift, o.gradient, o.noise) =
                 (args.perceptual_shift, args.gradient, args.noise);
-            o.spectrum = args.spectrum;
+            (o.spectrum, o.ssim) = (args.spectrum, args.ssim);
             (o.adversarial, o.adversarial_start) = (args.adversarial, args.adversarial_start);
             o.latent_channels = args.latent_channels;
             (o.beta2, o.lr_schedule) = (args.beta2, args.lr_schedule);

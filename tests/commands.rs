@@ -272,9 +272,9 @@ fn fine_tune_the_built_in_model_and_move_the_built_in_generator() {
     assert_eq!(tuned.config, original.config, "a fine-tune keeps the architecture");
     assert_ne!(tuned.stats, original.stats, "new FAE weights, new latent statistics");
 
-    // With the amplitude-spectrum term, as the built-in model's last run.
+    // With the amplitude-spectrum and structural-similarity terms.
     let pixel = dir.path().join("pixel");
-    let pixel_flags = ["--stage", "pixel", "--steps", "2", "--spectrum", "1"];
+    let pixel_flags = ["--stage", "pixel", "--steps", "2", "--spectrum", "1", "--ssim", "1"];
     let out = train(&pixel, &[&flags[..], &pixel_flags[..]].concat());
     assert!(out.starts_with("step 2, loss "), "{out}");
     let records = metrics(&pixel);
@@ -282,6 +282,7 @@ fn fine_tune_the_built_in_model_and_move_the_built_in_generator() {
     assert_eq!(train_records(&records), expected);
     for r in records.iter().filter(|r| r.get("l1").is_some()) {
         assert!(finite(r, "spectrum") > 0.0, "{r}");
+        assert!((0.0..=2.0).contains(&finite(r, "ssim")), "{r}");
     }
     let latest = pixel.join("latest.safetensors");
     let tuned = CheckpointFile::open(&latest).unwrap();

@@ -57,7 +57,7 @@ recipe=()
 [[ -n ${BETA2:-} ]] && recipe+=(--beta2 "$BETA2")
 "$bin" train --backend "$backend" --data "$photos" --out "$run" --size "${SIZE:-224}" --batch "$batch" \
   --steps "$steps" --stage "$stage" --perceptual "${PERCEPTUAL:-0}" --noise "${NOISE:-0.4}" \
-  --gradient "${GRADIENT:-0}" --spectrum "${SPECTRUM:-0}" --checkpoint-every 25 \
+  --gradient "${GRADIENT:-0}" --spectrum "${SPECTRUM:-0}" --ssim "${SSIM:-0}" --checkpoint-every 25 \
   --val-every 200 "${recipe[@]}" "${from[@]}" "${resume[@]}"
 "$bin" export --model "$run/latest.safetensors" --out "$run/export-f16.safetensors" --f16
 assets=$root/assets

@@ -1,5 +1,6 @@
 //! The training losses: the FAE's feature loss and the pixel decoder's image loss with its
-//! optional terms (image gradients, amplitude spectrum, shifted perceptual distance).
+//! optional terms (image gradients, amplitude spectrum, structural similarity, shifted perceptual
+//! distance).
 
 use burn::prelude::*;
 
@@ -77,6 +78,11 @@ pub fn pixel_loss(
         parts.push(("spectrum", scalar(&f)));
         loss = loss + f * options.spectrum;
     }
+    if options.ssim > 0.0 {
+        let s = ssim_distance(image.clone(), targets.clone());
+        parts.push(("ssim", scalar(&s)));
+        loss = loss + s * options.ssim;
+    }
     if let Some(encoder) = encoder {
         let p = perceptual(image.clone(), targets, target_features, encoder, options, rng);
         parts.push(("perceptual", scalar(&p)));
@@ -128,6 +134,51 @@ fn dft_matrices(n: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
         Tensor::<1>::from_data(TensorData::new(v, [n * n]), device).reshape([n, n])
     };
     (table(f64::cos), table(f64::sin))
+}
+
+/// One minus the mean structural similarity of two images `[B, 3, H, W]` on luma, with the window
+/// of `metrics::ssim` (11-tap Gaussian, sigma 1.5, borders clamped) so the term trains what
+/// `evaluate` reports. SSIM compares local means, contrasts and correlations: a blurred
+/// reconstruction loses contrast and pays for it even where its pixel L1 is low. The blur is a
+/// product with a fixed banded matrix per axis (clamped borders included).
+pub fn ssim_distance(image: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
+    let [b, _, h, w] = image.dims();
+    let device = image.device();
+    let weights =
+        Tensor::<1>::from_data(TensorData::new(vec![0.299f32, 0.587, 0.114], [3]), &device)
+            .reshape([1, 3, 1, 1]);
+    let luma = |x: Tensor<4>| (x * weights.clone()).sum_dim(1).reshape([b, h, w]);
+    let bh = blur_matrix(h, &device);
+    let bw = if w == h { bh.clone() } else { blur_matrix(w, &device) };
+    let blur = |x: Tensor<3>| {
+        let rows = x.reshape([b * h, w]).matmul(bw.clone()).reshape([b, h, w]);
+        let cols = rows.swap_dims(1, 2).reshape([b * w, h]).matmul(bh.clone());
+        cols.reshape([b, w, h]).swap_dims(1, 2)
+    };
+    let (x, y) = (luma(image), luma(target));
+    let (mx, my) = (blur(x.clone()), blur(y.clone()));
+    let vx = blur(x.clone().square()) - mx.clone().square();
+    let vy = blur(y.clone().square()) - my.clone().square();
+    let cxy = blur(x * y) - mx.clone() * my.clone();
+    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let numerator = (mx.clone() * my.clone() * 2.0 + c1) * (cxy * 2.0 + c2);
+    let denominator = (mx.square() + my.square() + c1) * (vx + vy + c2);
+    -(numerator / denominator).mean() + 1.0
+}
+
+/// `[n, n]` matrix `M` with `x M` the 11-tap Gaussian blur (sigma 1.5) of the rows of `x`, the
+/// taps past either end falling on the end sample.
+fn blur_matrix(n: usize, device: &Device) -> Tensor<2> {
+    let taps: Vec<f64> = (-5i64..=5).map(|i| (-(i * i) as f64 / (2.0 * 1.5 * 1.5)).exp()).collect();
+    let total: f64 = taps.iter().sum();
+    let mut m = vec![0f32; n * n];
+    for out in 0..n {
+        for (k, tap) in taps.iter().enumerate() {
+            let src = (out as i64 + k as i64 - 5).clamp(0, n as i64 - 1) as usize;
+            m[src * n + out] += (tap / total) as f32;
+        }
+    }
+    Tensor::<1>::from_data(TensorData::new(m, [n * n]), device).reshape([n, n])
 }
 
 /// Cosine distance between the frozen encoder's tokens of the decoded image and of the target.
@@ -248,6 +299,42 @@ mod tests {
         let mean = a.iter().sum::<f32>() / a.len() as f32;
         let flat = scalar(&spectrum_l1(image(vec![mean; h * w], h, w), image(a, h, w)));
         assert!(flat > 0.3, "{flat}");
+    }
+
+    #[test]
+    fn ssim_term_is_one_minus_the_evaluated_ssim() {
+        let device = crate::backend::cpu().device;
+        let mut rng = Rng::new(5);
+        // A textured picture, a blurred copy (lower contrast) and a noisy one; square and not.
+        for (h, w) in [(24, 24), (20, 31)] {
+            let a: Vec<f32> =
+                rng.normals(3 * h * w).iter().map(|v| (0.5 + 0.2 * v).clamp(0.0, 1.0)).collect();
+            let tensor = |v: &[f32]| {
+                Tensor::<1>::from_data(TensorData::new(v.to_vec(), [3 * h * w]), &device)
+                    .reshape([1, 3, h, w])
+            };
+            let blurred = resize_to(resize_to(tensor(&a), h / 4, w / 4), h, w);
+            let noisy: Vec<f32> =
+                a.iter().zip(rng.normals(a.len())).map(|(p, n)| p + 0.1 * n).collect();
+            let to_image = |t: Tensor<4>| {
+                let v: Vec<f32> =
+                    t.reshape([3, h * w]).swap_dims(0, 1).into_data().try_to_vec::<f32>().unwrap();
+                image::Rgb32FImage::from_raw(w as u32, h as u32, v).unwrap()
+            };
+            let reference = to_image(tensor(&a));
+            for other in [tensor(&a), blurred, tensor(&noisy)] {
+                let expected = 1.0 - crate::metrics::ssim(&to_image(other.clone()), &reference);
+                let got = scalar(&ssim_distance(other, tensor(&a)));
+                assert!((got - expected).abs() < 1e-4, "{h}x{w}: {got} against {expected}");
+            }
+        }
+        // Identical pictures are at distance 0; a flat grey one is far from texture.
+        let a: Vec<f32> = rng.normals(3 * 16 * 16).iter().map(|v| 0.5 + 0.2 * v).collect();
+        let t = |v: Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(v, [3 * 256]), &device).reshape([1, 3, 16, 16])
+        };
+        assert!(scalar(&ssim_distance(t(a.clone()), t(a.clone()))) < 1e-5);
+        assert!(scalar(&ssim_distance(t(vec![0.5; 3 * 256]), t(a))) > 0.9);
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct TrainOptions {
     /// Weight of the amplitude-spectrum L1 term of the pixel loss; 0 turns it off.
     #[serde(default)]
     pub spectrum: f64,
+    /// Weight of the structural-similarity term (1 - SSIM on luma) of the pixel loss; 0 turns it
+    /// off.
+    #[serde(default)]
+    pub ssim: f64,
     /// Mean noise level for pixel stage 1 (per-sample sigma ~ U(0, 2 * noise)).
     pub noise: f64,
     /// Weight of the optional cosine term in the feature loss.
@@ -139,6 +143,7 @@ impl TrainOptions {
             perceptual_shift: 7,
             gradient: 0.0,
             spectrum: 0.0,
+            ssim: 0.0,
             noise: 0.4,
             feature_cosine: 0.1,
             ema_decay: 0.999,
