@@ -331,22 +331,22 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 250)]
     pub val_every: u64,
     /// Weight of the perceptual (encoder feature) term of the pixel loss; 0 turns it off.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = parse_non_negative)]
     pub perceptual: f64,
     /// Random shift in pixels (up to a patch) between the perceptual term's crops and the
     /// decoder's patch grid; 0 compares on the grid, which teaches a per-patch pattern.
     #[arg(long, default_value_t = 7)]
     pub perceptual_shift: usize,
     /// Weight of the image-gradient L1 term of the pixel loss (sharper edges); 0 turns it off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_non_negative)]
     pub gradient: f64,
     /// Weight of the amplitude-spectrum L1 term of the pixel loss (fine detail wherever it
     /// sits); 0 turns it off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_non_negative)]
     pub spectrum: f64,
     /// Weight of the structural-similarity term (1 - SSIM on luma, the window `evaluate` uses)
     /// of the pixel loss: local contrast and structure; 0 turns it off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_non_negative)]
     pub ssim: f64,
     /// Draw every sub-folder of --data equally often (then a file within it) instead of every
     /// file: a folder of 600 textures then weighs as much as one of 20 photos.
@@ -361,11 +361,11 @@ pub struct TrainArgs {
     pub lr_schedule: LrSchedule,
     /// Mean feature-noise level of the first pixel stage (per-sample sigma ~ U(0, 2 x NOISE));
     /// larger trades fidelity for robustness to the feature decoder's errors.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = 0.4, value_parser = parse_non_negative)]
     pub noise: f64,
     /// Weight of the adversarial (hinge GAN, PatchGAN discriminator) term of the pixel loss;
     /// 0 (the default) leaves it off; 0.1 is a reasonable weight for long runs.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_non_negative)]
     pub adversarial: f64,
     /// Where in the pixel stages the adversarial term starts (0 = their start, 1 = never).
     #[arg(long, default_value_t = 0.5)]
@@ -458,6 +458,15 @@ pub struct SampleArgs {
     pub model: Option<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// A loss weight or noise level: a finite number >= 0 (a negative weight would train the decoder
+/// away from its target).
+pub fn parse_non_negative(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a number >= 0, got {s}")),
+    }
 }
 
 pub fn parse_interval(s: &str) -> std::result::Result<(f64, f64), String> {

@@ -101,6 +101,16 @@ fn bad_inputs_fail_with_one_line() {
     );
     assert_clean_failure(&features(&photo, &["--encoder", "no-such-encoder"]), "unknown encoder");
     assert!(!Path::new(out).exists(), "nothing is written on failure");
+
+    // A negative loss weight or noise level is refused before anything runs (clap's message).
+    for flag in ["--ssim=-1", "--spectrum=-0.5", "--noise=-0.1", "--perceptual=nan"] {
+        let data = d.to_str().unwrap();
+        let run = fae(&["train", "--backend", "cpu", "--data", data, "--out", out, flag]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{flag}: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(">= 0"), "{flag}: {stderr}");
+    }
+    assert!(!Path::new(out).exists(), "nothing is written on failure");
 }
 
 #[test]
