@@ -23,18 +23,28 @@ pub fn psnr(a: &Rgb32FImage, b: &Rgb32FImage) -> f64 {
     if mse == 0.0 { f64::INFINITY } else { -10.0 * mse.log10() }
 }
 
+/// The luma weights of R, G and B (ITU-R BT.601) that SSIM and the other luminance figures use.
+pub const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
+
 fn luma(img: &Rgb32FImage) -> Vec<f64> {
-    img.pixels()
-        .map(|p| 0.299 * p.0[0] as f64 + 0.587 * p.0[1] as f64 + 0.114 * p.0[2] as f64)
-        .collect()
+    img.pixels().map(|p| (0..3).map(|c| LUMA[c] * p.0[c] as f64).sum()).collect()
 }
 
-/// Separable Gaussian blur (11 taps, sigma 1.5, borders clamped), as in the SSIM paper.
-fn blur(values: &[f64], w: usize, h: usize) -> Vec<f64> {
+/// SSIM's stabilising constants for images in [0, 1] (Wang et al. 2004: K1 = 0.01, K2 = 0.03).
+pub const SSIM_C1: f64 = 0.01 * 0.01;
+pub const SSIM_C2: f64 = 0.03 * 0.03;
+
+/// SSIM's window: 11 Gaussian taps (sigma 1.5) summing to 1, centre at index 5.
+pub fn ssim_window() -> Vec<f64> {
     let kernel: Vec<f64> =
         (-5i32..=5).map(|i| (-(i * i) as f64 / (2.0 * 1.5 * 1.5)).exp()).collect();
     let total: f64 = kernel.iter().sum();
-    let kernel: Vec<f64> = kernel.iter().map(|k| k / total).collect();
+    kernel.iter().map(|k| k / total).collect()
+}
+
+/// Separable blur with `ssim_window` (borders clamped), as in the SSIM paper.
+fn blur(values: &[f64], w: usize, h: usize) -> Vec<f64> {
+    let kernel = ssim_window();
     let pass = |src: &[f64], horizontal: bool| -> Vec<f64> {
         let mut out = vec![0.0; src.len()];
         for y in 0..h {
@@ -68,7 +78,7 @@ pub fn ssim(a: &Rgb32FImage, b: &Rgb32FImage) -> f64 {
     let (mx, my) = (blur(&x, w, h), blur(&y, w, h));
     let (sxx, syy, sxy) =
         (blur(&prod(&x, &x), w, h), blur(&prod(&y, &y), w, h), blur(&prod(&x, &y), w, h));
-    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let (c1, c2) = (SSIM_C1, SSIM_C2);
     let total: f64 = (0..w * h)
         .map(|i| {
             let (vx, vy, cxy) =

@@ -103,8 +103,8 @@ fn bad_inputs_fail_with_one_line() {
     assert!(!Path::new(out).exists(), "nothing is written on failure");
 
     // A negative loss weight or noise level is refused before anything runs (clap's message).
+    let data = d.to_str().unwrap();
     for flag in ["--ssim=-1", "--spectrum=-0.5", "--noise=-0.1", "--perceptual=nan"] {
-        let data = d.to_str().unwrap();
         let run = fae(&["train", "--backend", "cpu", "--data", data, "--out", out, flag]);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{flag}: {stderr}");

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use super::options::TrainOptions;
 use crate::encoders::VisionEncoder;
 use crate::fae::{FaeConfig, FaeModel};
+use crate::metrics;
 use crate::rng::Rng;
 
 /// Named loss parts for the metrics log.
@@ -136,17 +137,19 @@ fn dft_matrices(n: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
     (table(f64::cos), table(f64::sin))
 }
 
-/// One minus the mean structural similarity of two images `[B, 3, H, W]` on luma, with the window
-/// of `metrics::ssim` (11-tap Gaussian, sigma 1.5, borders clamped) so the term trains what
-/// `evaluate` reports. SSIM compares local means, contrasts and correlations: a blurred
-/// reconstruction loses contrast and pays for it even where its pixel L1 is low. The blur is a
-/// product with a fixed banded matrix per axis (clamped borders included).
+/// One minus the mean structural similarity of two images `[B, 3, H, W]` on luma, with the luma
+/// weights, window and constants of `metrics::ssim` (11-tap Gaussian, sigma 1.5, borders clamped)
+/// so the term trains what `evaluate` reports. SSIM compares local means, contrasts and
+/// correlations: a blurred reconstruction loses contrast and pays for it even where its pixel L1
+/// is low. The blur is a product with a fixed banded matrix per axis (clamped borders included).
 pub fn ssim_distance(image: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let [b, _, h, w] = image.dims();
     let device = image.device();
-    let weights =
-        Tensor::<1>::from_data(TensorData::new(vec![0.299f32, 0.587, 0.114], [3]), &device)
-            .reshape([1, 3, 1, 1]);
+    let weights = Tensor::<1>::from_data(
+        TensorData::new(metrics::LUMA.map(|v| v as f32).to_vec(), [3]),
+        &device,
+    )
+    .reshape([1, 3, 1, 1]);
     let luma = |x: Tensor<4>| (x * weights.clone()).sum_dim(1).reshape([b, h, w]);
     let bh = blur_matrix(h, &device);
     let bw = if w == h { bh.clone() } else { blur_matrix(w, &device) };
@@ -160,22 +163,22 @@ pub fn ssim_distance(image: Tensor<4>, target: Tensor<4>) -> Tensor<1> {
     let vx = blur(x.clone().square()) - mx.clone().square();
     let vy = blur(y.clone().square()) - my.clone().square();
     let cxy = blur(x * y) - mx.clone() * my.clone();
-    let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
+    let (c1, c2) = (metrics::SSIM_C1, metrics::SSIM_C2);
     let numerator = (mx.clone() * my.clone() * 2.0 + c1) * (cxy * 2.0 + c2);
     let denominator = (mx.square() + my.square() + c1) * (vx + vy + c2);
     -(numerator / denominator).mean() + 1.0
 }
 
-/// `[n, n]` matrix `M` with `x M` the 11-tap Gaussian blur (sigma 1.5) of the rows of `x`, the
+/// `[n, n]` matrix `M` with `x M` the blur of the rows of `x` by `metrics::ssim_window`, the
 /// taps past either end falling on the end sample.
 fn blur_matrix(n: usize, device: &Device) -> Tensor<2> {
-    let taps: Vec<f64> = (-5i64..=5).map(|i| (-(i * i) as f64 / (2.0 * 1.5 * 1.5)).exp()).collect();
-    let total: f64 = taps.iter().sum();
+    let taps = metrics::ssim_window();
+    let centre = (taps.len() / 2) as i64;
     let mut m = vec![0f32; n * n];
     for out in 0..n {
         for (k, tap) in taps.iter().enumerate() {
-            let src = (out as i64 + k as i64 - 5).clamp(0, n as i64 - 1) as usize;
-            m[src * n + out] += (tap / total) as f32;
+            let src = (out as i64 + k as i64 - centre).clamp(0, n as i64 - 1) as usize;
+            m[src * n + out] += *tap as f32;
         }
     }
     Tensor::<1>::from_data(TensorData::new(m, [n * n]), device).reshape([n, n])
@@ -323,7 +326,7 @@ mod tests {
             };
             let reference = to_image(tensor(&a));
             for other in [tensor(&a), blurred, tensor(&noisy)] {
-                let expected = 1.0 - crate::metrics::ssim(&to_image(other.clone()), &reference);
+                let expected = 1.0 - metrics::ssim(&to_image(other.clone()), &reference);
                 let got = scalar(&ssim_distance(other, tensor(&a)));
                 assert!((got - expected).abs() < 1e-4, "{h}x{w}: {got} against {expected}");
             }
