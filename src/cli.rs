@@ -203,6 +203,10 @@ pub enum Command {
         /// reconstructions (bottom), spread over the folder.
         #[arg(long, requires = "reconstruct")]
         grid: Option<PathBuf>,
+        /// With --reconstruct: paint the encoder's own features, skipping the latent (the pixel
+        /// decoder's ceiling; the gap to the round trip is what the latent costs).
+        #[arg(long, requires = "reconstruct")]
+        skip_latent: bool,
         #[arg(long)]
         json: bool,
     },
@@ -380,6 +384,11 @@ pub struct TrainArgs {
     /// checkpoint's starts a fresh head on its pixel decoder: `--stage pixel --pixel-head conv`.
     #[arg(long, value_enum)]
     pub pixel_head: Option<PixelHeadKind>,
+    /// Residual 3x3 blocks of the conv pixel head (the built-in model has 2). With --from, the
+    /// checkpoint's blocks are kept and the added ones start at zero, so training starts from
+    /// the checkpoint's own pictures.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=16))]
+    pub head_blocks: Option<u16>,
 }
 
 /// `--pixel-head`: the kinds of [`PixelHead`](fae_studio::fae::PixelHead).

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::fae::Fae;
+use crate::fae::{Fae, Through};
 use crate::image_io;
 use crate::metrics;
 
@@ -48,6 +48,8 @@ pub struct Figures {
 pub struct Report {
     pub model: String,
     pub size: usize,
+    /// What the images were regenerated from: the latent, or the encoder's features.
+    pub through: Through,
     #[serde(flatten)]
     pub all: Figures,
     pub images_per_s: f64,
@@ -118,10 +120,17 @@ pub fn images_under(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reconstructs every image under `dir` at `size x size` (centre crops) with `fae`.
-/// `model` names the model in the report; `pairs` images spread evenly over the sorted files are
-/// kept beside their originals (for a picture). Fails on the first image that cannot be read.
-pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -> Result<Report> {
+/// Reconstructs every image under `dir` at `size x size` (centre crops) with `fae`, `through`
+/// its latent or from its encoder features. `model` names the model in the report; `pairs`
+/// images spread evenly over the sorted files are kept beside their originals (for a picture).
+/// Fails on the first image that cannot be read.
+pub fn evaluate(
+    fae: &Fae,
+    model: &str,
+    (dir, through): (&Path, Through),
+    size: usize,
+    pairs: usize,
+) -> Result<Report> {
     let files = images_under(dir)?;
     let keep: Vec<usize> = (0..pairs.min(files.len())).map(|i| i * files.len() / pairs).collect();
     let mut kept = Vec::new();
@@ -130,7 +139,10 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -
     let mut by_folder: BTreeMap<String, Totals> = BTreeMap::new();
     let started = Instant::now();
     for (i, path) in files.iter().enumerate() {
-        let r = fae.reconstruct(path, Some(size)).with_context(|| path.display().to_string())?;
+        let r = fae
+            .encode_image(path, Some(size))
+            .and_then(|encoded| fae.reconstruct_through(encoded, through))
+            .with_context(|| path.display().to_string())?;
         let image = &r.decoded.image;
         let (w, h) = image.dimensions();
         let original = image_io::fit_and_crop(&r.encoded.image, w, h);
@@ -158,6 +170,7 @@ pub fn evaluate(fae: &Fae, model: &str, dir: &Path, size: usize, pairs: usize) -
     Ok(Report {
         model: model.to_string(),
         size,
+        through,
         all: all.figures(),
         images_per_s: files.len() as f64 / seconds.max(1e-9),
         by_folder: by_folder.into_iter().map(|(k, t)| (k, t.figures())).collect(),

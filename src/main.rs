@@ -15,7 +15,7 @@ use fae_studio::edit::ops::InterpMode;
 use fae_studio::edit::recipe::Recipe;
 use fae_studio::encoders::source;
 use fae_studio::evaluate;
-use fae_studio::fae::{self, CheckpointFile, Fae, PixelHead};
+use fae_studio::fae::{self, CheckpointFile, Fae, PixelHead, Through};
 use fae_studio::features;
 use fae_studio::fsutil::write_safetensors;
 use fae_studio::fsutil::{write_photo_png, write_png};
@@ -188,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
                 PixelHeadKind::Linear => PixelHead::Linear,
                 PixelHeadKind::Conv => PixelHead::conv(),
             });
+            o.head_blocks = args.head_blocks.map(usize::from);
             install_ctrl_c()?;
             eprintln!("training on {}", compute.adapter);
             let summary = train::train(o, &compute.device, train::run::ctrl_c_flag(), |_| {})?;
@@ -359,12 +360,15 @@ fn run(cli: Cli) -> Result<()> {
                 secs * 1e3 / paths.len() as f64
             );
         }
-        Command::Evaluate { reconstruct: Some(dir), model, size, json, grid, .. } => {
+        Command::Evaluate {
+            reconstruct: Some(dir), model, size, json, grid, skip_latent, ..
+        } => {
             let compute = backend::select(cli.backend)?;
             let fae = Fae::load(model.as_deref(), &compute.device)?;
             let name = model.map_or("built-in".to_string(), |p| p.display().to_string());
             let pairs = if grid.is_some() { 8 } else { 0 };
-            let report = heldout::evaluate(&fae, &name, &dir, size, pairs)?;
+            let through = if skip_latent { Through::Features } else { Through::Latent };
+            let report = heldout::evaluate(&fae, &name, (&dir, through), size, pairs)?;
             if let Some(path) = &grid {
                 write_png(path, &train::validate::pairs_picture(&report.pairs))?;
             }
@@ -385,7 +389,12 @@ fn run(cli: Cli) -> Result<()> {
                     "PSNR references: the inputs painted flat per image {:.2} dB, per patch {:.2} dB",
                     a.psnr_flat_image, a.psnr_flat_patches
                 );
-                eprintln!("{} images at {size} px, {:.2} images/s", a.images, report.images_per_s);
+                let from =
+                    if skip_latent { ", from their encoder features (latent skipped)" } else { "" };
+                eprintln!(
+                    "{} images at {size} px{from}, {:.2} images/s",
+                    a.images, report.images_per_s
+                );
             }
         }
         Command::Evaluate { real, generated, encoder, json, .. } => {

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 mod common;
 
-use common::{fixture, run_ok};
-use fae_studio::fae::CheckpointFile;
+use common::{fae, fixture, run_ok};
+use fae_studio::fae::{CheckpointFile, FaeConfig, PixelHead};
 use fae_studio::generator::GeneratorFile;
 use fae_studio::weights::WeightFile;
 use serde_json::Value;
@@ -272,9 +272,30 @@ fn fine_tune_the_built_in_model_and_move_the_built_in_generator() {
     assert_eq!(tuned.config, original.config, "a fine-tune keeps the architecture");
     assert_ne!(tuned.stats, original.stats, "new FAE weights, new latent statistics");
 
-    // With the amplitude-spectrum and structural-similarity terms.
+    // A conv head only grows: fewer blocks than the built-in model's 2 would drop trained ones.
+    let x = dir.path().join("x");
+    let shrink_flags = ["train", "--data", s(photos()), "--out", s(&x), "--stage", "pixel"];
+    let shrink = fae(&[&shrink_flags[..], &flags[..], &["--head-blocks", "1"]].concat());
+    let stderr = String::from_utf8_lossy(&shrink.stderr);
+    assert!(!shrink.status.success() && !stderr.contains("panicked"), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.ends_with("a head only grows"), "{stderr}");
+    assert!(!x.join("latest.safetensors").exists(), "nothing is written");
+
+    // With the amplitude-spectrum and structural-similarity terms, on a head grown to 3 blocks.
     let pixel = dir.path().join("pixel");
-    let pixel_flags = ["--stage", "pixel", "--steps", "2", "--spectrum", "1", "--ssim", "1"];
+    let pixel_flags = [
+        "--stage",
+        "pixel",
+        "--steps",
+        "2",
+        "--spectrum",
+        "1",
+        "--ssim",
+        "1",
+        "--head-blocks",
+        "3",
+    ];
     let out = train(&pixel, &[&flags[..], &pixel_flags[..]].concat());
     assert!(out.starts_with("step 2, loss "), "{out}");
     let records = metrics(&pixel);
@@ -286,7 +307,10 @@ fn fine_tune_the_built_in_model_and_move_the_built_in_generator() {
     }
     let latest = pixel.join("latest.safetensors");
     let tuned = CheckpointFile::open(&latest).unwrap();
-    assert_eq!((&tuned.config, &tuned.stats), (&original.config, &original.stats));
+    let head = |blocks| PixelHead::Conv { coarse: 16, channels: 32, blocks };
+    assert_eq!(original.config.pix_head, head(2));
+    let config = FaeConfig { pix_head: head(3), ..original.config.clone() };
+    assert_eq!((&tuned.config, &tuned.stats), (&config, &original.stats));
 
     let exported = dir.path().join("tuned-f16.safetensors");
     run_ok(&["export", "--model", s(&latest), "--out", s(&exported), "--f16"]);

@@ -65,6 +65,18 @@ impl PixelHead {
             Self::Conv { .. } => "conv",
         }
     }
+
+    /// This conv head with `blocks` residual blocks; the linear head has none to set.
+    pub fn with_blocks(self, blocks: usize) -> Result<Self> {
+        match self {
+            Self::Conv { coarse, channels, .. } => Ok(Self::Conv { coarse, channels, blocks }),
+            Self::Linear => {
+                bail!(
+                    "--head-blocks sets the conv pixel head's depth; this model has the linear head (--pixel-head conv starts a conv head)"
+                )
+            }
+        }
+    }
 }
 
 fn default_rope_base() -> f64 {
@@ -191,6 +203,14 @@ mod tests {
         let cfg: FaeConfig = serde_json::from_value(json).unwrap();
         assert_eq!(cfg.pix_head, PixelHead::Linear);
         assert_eq!(FaeConfig::paper().pix_head, PixelHead::Linear);
+    }
+
+    #[test]
+    fn only_the_conv_head_has_blocks_to_set() {
+        let grown = PixelHead::conv().with_blocks(5).unwrap();
+        assert_eq!(grown, PixelHead::Conv { coarse: 16, channels: 32, blocks: 5 });
+        let err = PixelHead::Linear.with_blocks(3).unwrap_err().to_string();
+        assert!(err.contains("linear head") && err.contains("--pixel-head conv"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use image::Rgb32FImage;
+use serde::Serialize;
 
 pub use config::{FaeConfig, PixelHead};
 pub use model::FaeModel;
@@ -355,6 +356,26 @@ impl Fae {
         })
     }
 
+    /// Paints encoder features `[gh, gw, D]` with the pixel decoder alone, skipping the latent:
+    /// the image the 16x16xC bottleneck would let through if it lost nothing.
+    pub fn paint_features(&self, features: &Grid) -> Result<Decoded> {
+        if features.channels != self.config.encoder_dim {
+            bail!(
+                "features have {} channels but the model's encoder has {}",
+                features.channels,
+                self.config.encoder_dim
+            );
+        }
+        let grid = (features.height, features.width);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(features.data.clone(), [features.data.len()]),
+            &self.device,
+        )
+        .reshape([1, features.tokens(), features.channels]);
+        let image = self.model.pixel_decoder.forward(t, grid);
+        Ok(Decoded { features: features.clone(), image: tensor_to_image(image) })
+    }
+
     /// Decodes a normalised latent grid.
     pub fn decode(&self, latent: &Grid) -> Result<Decoded> {
         if latent.channels != self.config.latent_channels {
@@ -392,7 +413,20 @@ impl Fae {
 
     /// Decodes an encoded image, with the quality figures.
     pub fn reconstruct_encoded(&self, encoded: Encoded) -> Result<Reconstruction> {
-        let decoded = self.decode(&encoded.latent)?;
+        self.reconstruct_through(encoded, Through::Latent)
+    }
+
+    /// Regenerates an encoded image through the latent or, skipping it, from its encoder
+    /// features, with the quality figures.
+    pub fn reconstruct_through(
+        &self,
+        encoded: Encoded,
+        through: Through,
+    ) -> Result<Reconstruction> {
+        let decoded = match through {
+            Through::Latent => self.decode(&encoded.latent)?,
+            Through::Features => self.paint_features(&encoded.features)?,
+        };
         let grid = (encoded.latent.height, encoded.latent.width);
         let cycle = self.features_of(&decoded.image, grid);
         let (w, h) = decoded.image.dimensions();
@@ -406,6 +440,18 @@ impl Fae {
             decoded,
         })
     }
+}
+
+/// What a reconstruction regenerates the image from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Through {
+    /// The latent: the model's round trip.
+    #[default]
+    Latent,
+    /// The encoder's own features, skipping the latent: the pixel decoder's ceiling, so the
+    /// gap to `Latent` is what the bottleneck costs.
+    Features,
 }
 
 /// Refuses a checkpoint trained on another encoder, naming both.

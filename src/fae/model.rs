@@ -325,6 +325,17 @@ impl ConvHead {
         }
         conv_forward(&self.to_rgb, x)
     }
+
+    /// This head with `blocks` residual blocks, its own first: the added ones start with zero
+    /// weights and biases, so each adds gelu(0) = 0 and the head paints exactly what it did
+    /// until training grows them (their gradient is not zero: gelu'(0) = 1/2).
+    pub fn grown_to(mut self, blocks: usize, device: &Device) -> Self {
+        let channels = self.stem.weight.dims()[0];
+        while self.blocks.len() < blocks {
+            self.blocks.push(zero_params(conv3x3(channels, channels, device), |_| true));
+        }
+        self
+    }
 }
 
 /// Turns features into an image: a ViT over the tokens, then the configured head paints each
@@ -527,6 +538,35 @@ mod tests {
             PixelDecoder::new(&cfg16, &device).forward(features, (2, 3)).dims(),
             [1, 3, 32, 48]
         );
+    }
+
+    /// A head grown to more blocks paints exactly the picture it painted, keeps its own blocks
+    /// first, and the added blocks learn from the first step.
+    #[test]
+    fn a_grown_conv_head_starts_where_it_was_and_its_new_blocks_learn() {
+        let device = crate::backend::cpu().device.autodiff();
+        let mut decoder = seeded_init(PixelDecoder::new(&tiny_conv_config(), &device), 5);
+        let features = Tensor::<3>::random([2, 6, 16], Distribution::Normal(0.0, 1.0), &device);
+        let before = values(decoder.forward(features.clone(), (2, 3)));
+        let own = values(decoder.conv_head.as_ref().unwrap().blocks[1].weight.val());
+        let head = decoder.conv_head.take().unwrap().grown_to(4, &device);
+        decoder.conv_head = Some(head);
+        let blocks = |d: &PixelDecoder| {
+            d.conv_head.as_ref().unwrap().blocks.iter().map(|c| values(c.weight.val())).collect()
+        };
+        let grown: Vec<Vec<f32>> = blocks(&decoder);
+        assert_eq!(grown.len(), 4);
+        assert_eq!(grown[1], own, "its own blocks come first, unchanged");
+        assert!(grown[2..].iter().flatten().all(|&w| w == 0.0));
+        assert_eq!(values(decoder.forward(features.clone(), (2, 3))), before);
+
+        let target = Tensor::<4>::random([2, 3, 28, 42], Distribution::Uniform(0.0, 1.0), &device);
+        let loss = (decoder.forward(features, (2, 3)) - target).abs().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &decoder);
+        let decoder = AdamWConfig::new().init().step(1e-3, decoder, grads);
+        for block in &blocks(&decoder)[2..] {
+            assert!(block.iter().any(|&w| w != 0.0), "an added block did not learn");
+        }
     }
 
     /// Every layer of the conv head learns, and a few steps lower the L1 loss on a fixed batch.

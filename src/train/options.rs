@@ -98,6 +98,10 @@ pub struct TrainOptions {
     /// the checkpoint's pixel decoder when the checkpoint has the other kind. `None`: as given.
     #[serde(default)]
     pub pixel_head: Option<PixelHead>,
+    /// Residual blocks of the conv head: a new head's depth, or (with `from`) the depth the
+    /// checkpoint's head grows to, its trained blocks kept. `None`: as given.
+    #[serde(default)]
+    pub head_blocks: Option<usize>,
 }
 
 /// Off unless asked for: in a short fine-tune a fresh discriminator hurt more than it helped.
@@ -153,6 +157,7 @@ impl TrainOptions {
             progress: true,
             architecture: None,
             pixel_head: None,
+            head_blocks: None,
         }
     }
 

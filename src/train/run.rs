@@ -135,6 +135,28 @@ pub fn train(
             c
         }
     };
+    // `--head-blocks` (not on resume: the run keeps its own head).
+    let grow_to = options.head_blocks.filter(|_| resumed.is_none());
+    let config = match grow_to {
+        Some(blocks) => FaeConfig { pix_head: config.pix_head.with_blocks(blocks)?, ..config },
+        None => config,
+    };
+    if let (Some(blocks), Some(ckpt), None) = (grow_to, &from, new_head) {
+        if let PixelHead::Conv { blocks: had, .. } = ckpt.config.pix_head {
+            if blocks < had {
+                bail!(
+                    "--head-blocks {blocks} is fewer than the {had} trained blocks of {}: a head \
+                     only grows",
+                    ckpt.file.path().display()
+                );
+            }
+            if blocks > had && options.stage == Stage::Fae {
+                bail!(
+                    "--head-blocks adds pixel head blocks, which --stage fae does not train: use --stage pixel"
+                );
+            }
+        }
+    }
     config.validate()?;
     let mut stats =
         base.map_or_else(|| LatentStats::identity(config.latent_channels), |c| c.stats.clone());
@@ -143,7 +165,14 @@ pub fn train(
         Some(ckpt) if new_head.is_some() => {
             ckpt.model(&ad)?.with_new_pixel_head(&config, options.seed, &ad)
         }
-        Some(ckpt) => ckpt.model(&ad)?,
+        Some(ckpt) => {
+            let mut model = ckpt.model(&ad)?;
+            if let Some(blocks) = grow_to {
+                let head = model.pixel_decoder.conv_head.take();
+                model.pixel_decoder.conv_head = head.map(|h| h.grown_to(blocks, &ad));
+            }
+            model
+        }
         None => crate::fae::model::seeded_init(FaeModel::new(&config, &ad), options.seed),
     };
     let mut ema = match &resumed {
