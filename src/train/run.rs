@@ -141,20 +141,20 @@ pub fn train(
         Some(blocks) => FaeConfig { pix_head: config.pix_head.with_blocks(blocks)?, ..config },
         None => config,
     };
-    if let (Some(blocks), Some(ckpt), None) = (grow_to, &from, new_head) {
-        if let PixelHead::Conv { blocks: had, .. } = ckpt.config.pix_head {
-            if blocks < had {
-                bail!(
-                    "--head-blocks {blocks} is fewer than the {had} trained blocks of {}: a head \
-                     only grows",
-                    ckpt.file.path().display()
-                );
-            }
-            if blocks > had && options.stage == Stage::Fae {
-                bail!(
-                    "--head-blocks adds pixel head blocks, which --stage fae does not train: use --stage pixel"
-                );
-            }
+    if let (Some(blocks), Some(ckpt), None) = (grow_to, &from, new_head)
+        && let PixelHead::Conv { blocks: had, .. } = ckpt.config.pix_head
+    {
+        if blocks < had {
+            bail!(
+                "--head-blocks {blocks} is fewer than the {had} trained blocks of {}: a head only \
+                 grows",
+                ckpt.file.path().display()
+            );
+        }
+        if blocks > had && options.stage == Stage::Fae {
+            bail!(
+                "--head-blocks adds pixel head blocks, which --stage fae does not train: use --stage pixel"
+            );
         }
     }
     config.validate()?;
