@@ -359,38 +359,24 @@ impl Fae {
     /// Paints encoder features `[gh, gw, D]` with the pixel decoder alone, skipping the latent:
     /// the image the 16x16xC bottleneck would let through if it lost nothing.
     pub fn paint_features(&self, features: &Grid) -> Result<Decoded> {
-        if features.channels != self.config.encoder_dim {
-            bail!(
-                "features have {} channels but the model's encoder has {}",
-                features.channels,
-                self.config.encoder_dim
-            );
-        }
-        let grid = (features.height, features.width);
-        let t = Tensor::<1>::from_data(
-            TensorData::new(features.data.clone(), [features.data.len()]),
-            &self.device,
-        )
-        .reshape([1, features.tokens(), features.channels]);
-        let image = self.model.pixel_decoder.forward(t, grid);
+        let t = self.single_tensor(features, self.config.encoder_dim, "features")?;
+        let image = self.model.pixel_decoder.forward(t, (features.height, features.width));
         Ok(Decoded { features: features.clone(), image: tensor_to_image(image) })
+    }
+
+    /// A host grid as a `[1, gh * gw, C]` tensor, refused unless it has `channels` channels.
+    fn single_tensor(&self, grid: &Grid, channels: usize, what: &str) -> Result<Tensor<3>> {
+        if grid.channels != channels {
+            bail!("{what} has {} channels but the model expects {channels}", grid.channels);
+        }
+        let data = TensorData::new(grid.data.clone(), [grid.data.len()]);
+        Ok(Tensor::<1>::from_data(data, &self.device).reshape([1, grid.tokens(), channels]))
     }
 
     /// Decodes a normalised latent grid.
     pub fn decode(&self, latent: &Grid) -> Result<Decoded> {
-        if latent.channels != self.config.latent_channels {
-            bail!(
-                "latent has {} channels but the model expects {}",
-                latent.channels,
-                self.config.latent_channels
-            );
-        }
+        let t = self.single_tensor(latent, self.config.latent_channels, "latent")?;
         let grid = (latent.height, latent.width);
-        let t = Tensor::<1>::from_data(
-            TensorData::new(latent.data.clone(), [latent.data.len()]),
-            &self.device,
-        )
-        .reshape([1, latent.tokens(), latent.channels]);
         let (features, image) = self.decode_latent(t, grid);
         Ok(Decoded { features: to_grid(features, grid), image: tensor_to_image(image) })
     }
