@@ -127,7 +127,8 @@ pub fn images_under(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn evaluate(
     fae: &Fae,
     model: &str,
-    (dir, through): (&Path, Through),
+    dir: &Path,
+    through: Through,
     size: usize,
     pairs: usize,
 ) -> Result<Report> {

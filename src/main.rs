@@ -368,7 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             let name = model.map_or("built-in".to_string(), |p| p.display().to_string());
             let pairs = if grid.is_some() { 8 } else { 0 };
             let through = if skip_latent { Through::Features } else { Through::Latent };
-            let report = heldout::evaluate(&fae, &name, (&dir, through), size, pairs)?;
+            let report = heldout::evaluate(&fae, &name, &dir, through, size, pairs)?;
             if let Some(path) = &grid {
                 write_png(path, &train::validate::pairs_picture(&report.pairs))?;
             }

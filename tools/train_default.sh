@@ -22,6 +22,10 @@
 #     tools/train_default.sh          # retrain only the pixel decoder of the built-in model
 #   STAGE=pixel FROM=assets/fae-default.safetensors PIXEL_HEAD=conv RUN=.work/conv-run \
 #     tools/train_default.sh          # the same with a fresh conv head (no patch grid)
+#   STAGE=fae FROM=assets/fae-default.safetensors STEPS=800 RUN=.work/fae-run \
+#     tools/train_default.sh          # retrain only the FAE encoder and feature decoder (cheap
+#                                     # steps on cached features; the latents change, so then
+#                                     # retrain the generator and finish with a short pixel run)
 #   BALANCE=1 VIEWS=2 LR=4e-4 WARMUP=50 BETA2=0.95 NOISE=0.19 ...
 #                                     # the PyTorch baseline's optimiser, every folder alike
 #   SIZE=112 ...                      # train at 112 px (8 x 8 tokens, a third of the cost of a
