@@ -429,11 +429,10 @@ impl Fae {
 }
 
 /// What a reconstruction regenerates the image from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Through {
     /// The latent: the model's round trip.
-    #[default]
     Latent,
     /// The encoder's own features, skipping the latent: the pixel decoder's ceiling, so the
     /// gap to `Latent` is what the bottleneck costs.
