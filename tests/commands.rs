@@ -512,7 +512,7 @@ fn built_in_model_commands_agree() {
         serde_json::from_str(&std::fs::read_to_string(p("inspect/metrics.json")).unwrap()).unwrap();
     assert_eq!(
         (m["encoder"].as_str(), m["model_step"].as_u64()),
-        (Some("dinov2-small"), Some(300))
+        (Some("dinov2-small"), Some(2400))
     );
     let items = m["images"].as_array().unwrap();
     assert_eq!(items.len(), 2);

@@ -30,6 +30,9 @@
 #                                     # the PyTorch baseline's optimiser, every folder alike
 #   SIZE=112 ...                      # train at 112 px (8 x 8 tokens, a third of the cost of a
 #                                     # step); finish with a short run at 224 px
+#   STAGE=pixel FROM=... STEPS=2400 BALANCE=1 VIEWS=2 BETA2=0.95 LR=2e-4 WARMUP=50 NOISE=0.19 \
+#     tools/train_default.sh          # a long pixel run, as the built-in model's last one
+#                                     # (37 minutes alone on the 2-core machine)
 #
 # Runs resume: interrupting it (Ctrl-C) and starting it again continues where it stopped.
 # After a pixel-only run the latents are unchanged, so the built-in generator is moved to the new
