@@ -329,3 +329,17 @@ fn a_generator_moves_only_to_a_model_with_the_same_latents() {
     let err = file.retarget(&generator, &path("decoders-retrained.safetensors")).unwrap_err();
     assert!(err.to_string().contains("was trained on the latents of"), "{err}");
 }
+
+/// A generator records the absolute path of the FAE model it was given, so a checkpoint trained
+/// with `--model runs/x.safetensors` still finds that model from another working directory.
+#[test]
+fn a_relative_fae_model_path_is_recorded_absolute() {
+    // Tests run in the package root, where the built-in model sits under `assets/`.
+    let relative = std::path::Path::new("assets/fae-default.safetensors");
+    let fae = FaeRef::of(Some(relative)).unwrap();
+    let recorded = fae.path.expect("a path");
+    assert!(recorded.is_absolute(), "{}", recorded.display());
+    assert_eq!(recorded, relative.canonicalize().unwrap());
+    let shipped = std::fs::read_to_string("assets/fae-default.sha256").unwrap();
+    assert_eq!(Some(fae.sha256.as_str()), shipped.split_whitespace().next());
+}

@@ -51,7 +51,8 @@ impl FaeRef {
         let bytes =
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         Ok(Self {
-            path: path.map(Path::to_path_buf),
+            // Absolute, so a checkpoint finds its model from any working directory.
+            path: path.map(|p| file.canonicalize().unwrap_or_else(|_| p.to_path_buf())),
             sha256: format!("{:x}", Sha256::digest(&bytes)),
         })
     }
