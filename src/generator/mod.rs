@@ -52,7 +52,7 @@ impl FaeRef {
             std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
         Ok(Self {
             // Absolute, so a checkpoint finds its model from any working directory.
-            path: path.map(|p| file.canonicalize().unwrap_or_else(|_| p.to_path_buf())),
+            path: path.map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf())),
             sha256: format!("{:x}", Sha256::digest(&bytes)),
         })
     }
