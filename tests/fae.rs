@@ -368,9 +368,9 @@ fn the_built_in_model_has_the_conv_head_and_its_output() {
     let sample = fae_studio::assets::path("samples/chelsea.png").unwrap();
     let r = fae.reconstruct(&sample, None).unwrap();
     eprintln!("PSNR {:.5}, SSIM {:.5}, cycle {:.5}", r.psnr, r.ssim, r.cycle_cosine);
-    assert!((r.psnr - 23.324).abs() < 0.006, "PSNR {}", r.psnr);
-    assert!((r.ssim - 0.52610).abs() < 6e-5, "SSIM {}", r.ssim);
-    assert!((r.cycle_cosine - 0.12727).abs() < 6e-5, "cycle {}", r.cycle_cosine);
+    assert!((r.psnr - 24.017).abs() < 0.006, "PSNR {}", r.psnr);
+    assert!((r.ssim - 0.55567).abs() < 6e-5, "SSIM {}", r.ssim);
+    assert!((r.cycle_cosine - 0.09747).abs() < 6e-5, "cycle {}", r.cycle_cosine);
 }
 
 #[test]
@@ -395,7 +395,7 @@ fn the_held_out_evaluation_reports_the_issues_figures() {
     assert!(all.psnr > 8.0 && all.psnr < 30.0 && all.ssim > 0.0 && all.ssim < 1.0);
     assert!(all.cycle_cosine > 0.0 && all.cycle_cosine < 1.0);
     // The photos have no grid; the reconstructions keep one (the conv head trained on decoded
-    // features: 1.24 on these, against 1.03 for the samples) and are blurred.
+    // features: 1.21 on these, against 1.03 for the samples) and are blurred.
     assert!(all.blockiness > all.blockiness_originals + 0.1, "{all:?}");
     assert!((0.8..1.25).contains(&all.blockiness_originals), "{all:?}");
     assert!(all.high_frequency_ratio > 0.0 && all.high_frequency_ratio < 1.0, "{all:?}");
